@@ -1,0 +1,6 @@
+//! imagebloat: how much of every container image is dead weight, and how to cut it.
+//!
+//! `analysis` is pure (layer bytes in, findings out); `registry` fetches manifests and streams
+//! blobs; `scan` joins the two for one image; `report` turns findings into the object users read.
+
+pub mod analysis;
