@@ -4,3 +4,5 @@
 //! blobs; `scan` joins the two for one image; `report` turns findings into the object users read.
 
 pub mod analysis;
+pub mod digest;
+pub mod registry;
