@@ -6,3 +6,6 @@
 pub mod analysis;
 pub mod digest;
 pub mod registry;
+pub mod report;
+pub mod scan;
+pub mod table;

@@ -1,1 +1,357 @@
-fn main() {}
+//! The `imagebloat` command.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use imagebloat::analysis::LayerLimits;
+use imagebloat::registry::{Keyring, Platform, Reference, Registry, RegistryOptions};
+use imagebloat::report::ImageFindings;
+use imagebloat::scan::{self, ImageSource, LayerCache, ScanOptions};
+use imagebloat::table;
+
+#[derive(Parser)]
+#[command(
+    name = "imagebloat",
+    version,
+    about = "How much of a container image is dead weight, and how to cut it"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyze one image straight from its registry (or a local OCI layout or archive).
+    ///
+    /// Exit status: 0 when every threshold passes, 1 when one fails, 2 when the image could not
+    /// be analyzed.
+    Scan(ScanArgs),
+}
+
+/// Registry access flags shared by every command that reads registries.
+#[derive(Args, Clone)]
+struct RegistryArgs {
+    /// Registry reached over plain HTTP (HOST:PORT); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registry: Vec<String>,
+    /// Docker config JSON with registry credentials (default: $DOCKER_CONFIG/config.json, then
+    /// ~/.docker/config.json).
+    #[arg(long = "registry-config", value_name = "FILE")]
+    registry_config: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust for registries; repeatable.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    ca_file: Vec<PathBuf>,
+    /// Platform to pick from a multi-platform image.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", default_value = "linux/amd64")]
+    platform: Platform,
+    /// Retries for transient registry errors (429, 502-504, connection failures).
+    #[arg(long, default_value_t = 4)]
+    retries: u32,
+    /// Connect timeout, and the longest silence while reading, in seconds.
+    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+}
+
+#[derive(Args)]
+struct ScanArgs {
+    /// Image reference (`nginx`, `registry.example:5000/team/app:1.2`, `app@sha256:…`).
+    #[arg(value_name = "REF", required_unless_present_any = ["oci_layout", "archive"])]
+    image: Option<String>,
+    /// Analyze an OCI image layout directory instead of a registry image.
+    #[arg(long = "oci-layout", value_name = "DIR[:TAG]", conflicts_with_all = ["image", "archive"])]
+    oci_layout: Option<String>,
+    /// Analyze a `docker save` tarball or an OCI archive.
+    #[arg(long, value_name = "FILE[:TAG]", conflicts_with = "image")]
+    archive: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Fail (exit 1) when the compressed pull size exceeds this (`200MB`, `1.5GiB`).
+    #[arg(long, value_name = "SIZE")]
+    max_pull_bytes: Option<ByteSize>,
+    /// Fail when bytes hidden by later layers exceed this.
+    #[arg(long, value_name = "SIZE")]
+    max_wasted_bytes: Option<ByteSize>,
+    /// Fail when wasted plus junk bytes exceed this.
+    #[arg(long, value_name = "SIZE")]
+    max_reclaimable_bytes: Option<ByteSize>,
+    /// Fail when efficiency (final / shipped) is below this (`0.95` or `95%`).
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    min_efficiency: Option<f64>,
+    /// Refuse layers that decompress to more than this (decompression bombs).
+    #[arg(long, value_name = "SIZE", default_value = "64GiB")]
+    max_layer_bytes: ByteSize,
+    /// Refuse layers with more tar entries than this.
+    #[arg(long, value_name = "N", default_value_t = LayerLimits::default().max_entries)]
+    max_layer_entries: u64,
+    /// Layers downloaded and decompressed at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    layer_concurrency: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    let (number, scale) = match s.strip_suffix('%') {
+        Some(n) => (n, 100.0),
+        None => (s, 1.0),
+    };
+    let v: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a ratio such as 0.95 or 95%"))?;
+    let v = v / scale;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} is outside 0..1 (0%..100%)"))
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IMAGEBLOAT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Scan(args) => runtime.block_on(run_scan(args)),
+    }
+}
+
+/// Splits `PATH[:TAG]` where the tag is a plain name (no `/`), so paths with colons still work
+/// when no tag is given.
+fn split_tag(spec: &str) -> (PathBuf, Option<String>) {
+    if Path::new(spec).exists() {
+        return (PathBuf::from(spec), None);
+    }
+    match spec.rsplit_once(':') {
+        Some((path, tag)) if !tag.is_empty() && !tag.contains('/') => {
+            (PathBuf::from(path), Some(tag.to_string()))
+        }
+        _ => (PathBuf::from(spec), None),
+    }
+}
+
+fn load_keyring(explicit: Option<&Path>) -> Result<Keyring, String> {
+    if let Some(path) = explicit {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("--registry-config {}: {e}", path.display()))?;
+        return Keyring::from_docker_config(&bytes)
+            .map_err(|e| format!("--registry-config {}: {e}", path.display()));
+    }
+    let implicit = std::env::var_os("DOCKER_CONFIG")
+        .map(|d| PathBuf::from(d).join("config.json"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")));
+    match implicit {
+        Some(path) if path.exists() => match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Keyring::from_docker_config(&b).map_err(|e| e.to_string()))
+        {
+            Ok(k) => Ok(k),
+            Err(e) => {
+                tracing::warn!("ignoring {}: {e}", path.display());
+                Ok(Keyring::default())
+            }
+        },
+        _ => Ok(Keyring::default()),
+    }
+}
+
+fn registry_for(args: &RegistryArgs) -> Result<Registry, String> {
+    let mut ca_pem = Vec::new();
+    for f in &args.ca_file {
+        ca_pem.push(std::fs::read(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?);
+    }
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    Registry::new(RegistryOptions {
+        insecure: args.insecure_registry.iter().cloned().collect(),
+        ca_pem,
+        connect_timeout: timeout,
+        read_timeout: timeout,
+        max_retries: args.retries,
+        ..Default::default()
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn source_for(args: &ScanArgs) -> Result<ImageSource, String> {
+    if let Some(spec) = &args.oci_layout {
+        let (dir, tag) = split_tag(spec);
+        return Ok(ImageSource::Layout { dir, tag });
+    }
+    if let Some(spec) = &args.archive {
+        let (file, tag) = split_tag(spec);
+        return Ok(ImageSource::Archive { file, tag });
+    }
+    let name = args.image.as_deref().expect("clap requires REF");
+    let reference: Reference = name
+        .parse()
+        .map_err(|e| format!("{name}: not a valid image reference: {e}"))?;
+    let keyring = load_keyring(args.registry.registry_config.as_deref())?;
+    let credentials = keyring
+        .lookup(reference.registry(), reference.repository())
+        .into_iter()
+        .cloned()
+        .collect();
+    Ok(ImageSource::Registry {
+        registry: registry_for(&args.registry)?,
+        reference,
+        credentials,
+    })
+}
+
+async fn run_scan(args: ScanArgs) -> ExitCode {
+    let source = match source_for(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let interactive = std::io::stderr().is_terminal();
+    let progress: Option<Arc<dyn Fn(scan::Progress) + Send + Sync>> = interactive.then(|| {
+        Arc::new(|p: scan::Progress| {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r\x1b[2Kanalyzing: {}/{} layers, {} of {}",
+                p.layers_done,
+                p.layers_total,
+                table::human(p.bytes_done),
+                table::human(p.bytes_total)
+            );
+            let _ = err.flush();
+        }) as Arc<dyn Fn(scan::Progress) + Send + Sync>
+    });
+    let options = ScanOptions {
+        platform: args.registry.platform.clone(),
+        limits: LayerLimits {
+            max_uncompressed_bytes: args.max_layer_bytes.as_u64(),
+            max_entries: args.max_layer_entries,
+        },
+        layer_concurrency: args.layer_concurrency,
+        progress,
+    };
+    let result = scan::scan(&source, &options, &LayerCache::default()).await;
+    if interactive {
+        eprint!("\r\x1b[2K");
+    }
+    let scanned = match result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let findings = ImageFindings::new(&scanned);
+    let printed = match args.output {
+        Output::Table => Ok(table::render(&findings, terminal_width())),
+        Output::Json => serde_json::to_string_pretty(&findings)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string()),
+        Output::Yaml => serde_yaml::to_string(&findings).map_err(|e| e.to_string()),
+    };
+    match printed {
+        Ok(text) => {
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return ExitCode::from(2);
+            }
+        }
+        Err(e) => {
+            eprintln!("error: cannot print the findings: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let failures = gate(&args, &findings);
+    for f in &failures {
+        eprintln!("FAIL: {f}");
+    }
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The CI thresholds that fail, each named with the flag that set it.
+fn gate(args: &ScanArgs, f: &ImageFindings) -> Vec<String> {
+    let a = &f.analysis;
+    let mut failures = Vec::new();
+    let over = |name: &str, flag: &str, value: u64, limit: Option<ByteSize>| {
+        limit.filter(|l| value > l.as_u64()).map(|l| {
+            format!(
+                "{name} {} ({value} bytes) exceeds {flag} {} ({} bytes)",
+                table::human(value),
+                table::human(l.as_u64()),
+                l.as_u64()
+            )
+        })
+    };
+    failures.extend(over(
+        "pullBytes",
+        "--max-pull-bytes",
+        a.pull_bytes,
+        args.max_pull_bytes,
+    ));
+    failures.extend(over(
+        "wastedBytes",
+        "--max-wasted-bytes",
+        a.wasted_bytes,
+        args.max_wasted_bytes,
+    ));
+    failures.extend(over(
+        "reclaimableBytes",
+        "--max-reclaimable-bytes",
+        a.reclaimable_bytes,
+        args.max_reclaimable_bytes,
+    ));
+    if let Some(min) = args.min_efficiency
+        && a.efficiency < min
+    {
+        failures.push(format!(
+            "efficiency {:.4} is below --min-efficiency {min:.4}",
+            a.efficiency
+        ));
+    }
+    failures
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(120)
+}

@@ -141,7 +141,12 @@ pub fn advise(f: &Facts<'_>) -> Vec<Recommendation> {
     for (&(layer, by, rewrite), &(bytes, files)) in &removed {
         let (layer, by) = (layer as usize, by as usize);
         let message = if rewrite {
-            let chown = created(by).is_some_and(|c| c.contains("chown") || c.contains("chmod"));
+            // Only when the step is itself a chown/chmod: a longer RUN that happens to
+            // contain one rewrites files for other reasons too.
+            let chown = created(by).is_some_and(|c| {
+                let c = shorten(&c, usize::MAX);
+                c.starts_with("chown ") || c.starts_with("chmod ")
+            });
             if chown {
                 format!(
                     "{} rewrites {files} files that {} shipped, only to change owner or mode; both copies ship. Use `COPY --chown`/`--chmod` (or set them where the files are made) instead of a separate RUN",
