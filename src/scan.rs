@@ -172,8 +172,11 @@ impl std::error::Error for ScanError {}
 /// single read; a failed read is retried by the next request.
 #[derive(Clone, Default)]
 pub struct LayerCache {
-    cells: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<LayerIndex>>>>>>,
+    cells: Arc<std::sync::Mutex<HashMap<String, Arc<LayerCell>>>>,
 }
+
+/// One layer's index, filled once.
+type LayerCell = tokio::sync::OnceCell<Arc<LayerIndex>>;
 
 impl LayerCache {
     pub fn get(&self, digest: &str) -> Option<Arc<LayerIndex>> {
@@ -421,8 +424,8 @@ enum Opened<'a> {
         file: &'a Path,
         tag: Option<&'a str>,
         members: HashMap<String, (u64, u64)>,
-        /// Legacy docker save: layer member path by diff ID.
-        legacy_layers: std::sync::Mutex<HashMap<String, String>>,
+        /// Legacy docker save: member path by digest (layers by diff ID, and the config).
+        legacy_members: std::sync::Mutex<HashMap<String, String>>,
     },
 }
 
@@ -451,7 +454,7 @@ impl<'a> Opened<'a> {
                     file,
                     tag: tag.as_deref(),
                     members,
-                    legacy_layers: Default::default(),
+                    legacy_members: Default::default(),
                 }
             }
         })
@@ -560,7 +563,7 @@ impl<'a> Opened<'a> {
                 Ok(out.into())
             }
             _ => {
-                let name = format!("blobs/{}/{}", expected.algorithm(), expected.hex());
+                let name = self.blob_member(&expected);
                 self.read_local(&name, Some((&expected, size)), size).await
             }
         }
@@ -659,13 +662,13 @@ impl<'a> Opened<'a> {
         }
         let Opened::Archive {
             members,
-            legacy_layers,
+            legacy_members,
             ..
         } = self
         else {
             unreachable!("docker save archives only")
         };
-        let mut legacy = legacy_layers.lock().expect("legacy layer map");
+        let mut legacy = legacy_members.lock().expect("legacy layer map");
         let layers = entry
             .layers
             .iter()
@@ -684,6 +687,7 @@ impl<'a> Opened<'a> {
             })
             .collect::<Result<Vec<_>, ScanErrorKind>>()?;
         let config_digest = Digest::sha256_of(&config).to_string();
+        legacy.insert(config_digest.clone(), entry.config.clone());
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
@@ -721,12 +725,7 @@ impl<'a> Opened<'a> {
                 Box::new(ChannelReader::spawn(stream))
             }
             Opened::Layout { .. } | Opened::Archive { .. } => {
-                let name = match self {
-                    Opened::Archive { members, .. } if !members.contains_key("index.json") => {
-                        self.docker_save_member(digest)?
-                    }
-                    _ => format!("blobs/{}/{}", expected.algorithm(), expected.hex()),
-                };
+                let name = self.blob_member(&expected);
                 Box::new(VerifyingReader::new(
                     self.open_local(&name)?,
                     &expected,
@@ -742,15 +741,18 @@ impl<'a> Opened<'a> {
         Ok(Arc::new(index))
     }
 
-    /// The member of a legacy docker save archive that holds the layer with this diff ID.
-    fn docker_save_member(&self, diff_id: &str) -> Result<String, ScanErrorKind> {
-        let Opened::Archive { legacy_layers, .. } = self else {
-            unreachable!("docker save archives only")
-        };
-        let map = legacy_layers.lock().expect("legacy layer map");
-        map.get(diff_id)
-            .cloned()
-            .ok_or_else(|| ScanErrorKind::Local(format!("no archive member holds layer {diff_id}")))
+    /// Where a blob lives in a layout or archive: `blobs/ALG/HEX`, or for a legacy docker save
+    /// archive the member its manifest.json names.
+    fn blob_member(&self, digest: &Digest) -> String {
+        if let Opened::Archive { legacy_members, .. } = self
+            && let Some(path) = legacy_members
+                .lock()
+                .expect("legacy member map")
+                .get(&digest.to_string())
+        {
+            return path.clone();
+        }
+        format!("blobs/{}/{}", digest.algorithm(), digest.hex())
     }
 }
 

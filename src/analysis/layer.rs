@@ -409,6 +409,16 @@ pub fn index_layer<R: Read>(
             }),
         }
     };
+    if let Err(LayerError::Decompress { .. } | LayerError::Tar { .. } | LayerError::BadPath { .. }) =
+        &result
+        && source.error.is_none()
+    {
+        // A corrupt stream is most often a corrupt download: read the rest of the blob so the
+        // source's digest check can say so, rather than blaming the format.
+        let offset = source.read;
+        let _ = io::copy(&mut source, &mut io::sink());
+        source.read = offset;
+    }
     match result {
         Ok(mut index) => {
             index.compressed_bytes = source.read;

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The project's test command (CI runs it through .ci/run):
+#
+#   scripts/test.sh [ARGS...]     ARGS go to the test runner (cargo nextest run, else cargo test)
+#
+# Phases: install missing Debian packages; start the test servers (scripts/testenv.sh up, stopped
+# again on exit whatever happens); build or reuse the realistic Debian image and push it
+# (scripts/realistic-image.sh); then cargo fmt --check, cargo clippy -D warnings and the tests, with
+# the test environment's variables exported. The tests run even when fmt or clippy fail, so one run
+# shows everything; the exit status is the tests' status, or 1 when only fmt or clippy failed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+phase() { printf '\n==> %s  %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
+
+phase "packages"
+scripts/testenv.sh packages
+
+phase "test environment: scripts/testenv.sh up"
+trap 'phase "test environment: scripts/testenv.sh down"; scripts/testenv.sh down || true' EXIT
+scripts/testenv.sh up
+
+phase "realistic Debian image: scripts/realistic-image.sh"
+scripts/realistic-image.sh
+
+# shellcheck disable=SC1090
+source "$(scripts/testenv.sh env)"
+env | grep '^IMAGEBLOAT_' | grep -v PASSWORD | sort
+
+failed_checks=()
+
+phase "cargo fmt --all -- --check"
+cargo fmt --all -- --check || failed_checks+=("cargo fmt")
+
+phase "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings || failed_checks+=("cargo clippy")
+
+test_status=0
+if cargo nextest --version >/dev/null 2>&1; then
+  phase "cargo nextest run --no-fail-fast $*"
+  cargo nextest run --no-fail-fast "$@" || test_status=$?
+else
+  phase "cargo test --no-fail-fast $* (cargo-nextest is not installed)"
+  cargo test --no-fail-fast "$@" || test_status=$?
+fi
+
+phase "done"
+if [ ${#failed_checks[@]} -gt 0 ]; then
+  echo "failed checks: ${failed_checks[*]}"
+fi
+echo "test runner exit status: $test_status"
+if [ "$test_status" -ne 0 ]; then
+  exit "$test_status"
+fi
+if [ ${#failed_checks[@]} -gt 0 ]; then
+  exit 1
+fi
