@@ -44,10 +44,14 @@ for tag in "${TAGS[@]}"; do
 done
 
 phase "realistic Debian image: scripts/realistic-image.sh"
-scripts/realistic-image.sh
-# shellcheck disable=SC1090
-source "$(scripts/testenv.sh env)"
-REFS+=("$IMAGEBLOAT_TEST_DEBIAN_IMAGE")
+# Built once with debootstrap (needs a Debian mirror the first time), then cached.
+if scripts/realistic-image.sh; then
+  # shellcheck disable=SC1090
+  source "$(scripts/testenv.sh env)"
+  REFS+=("$IMAGEBLOAT_TEST_DEBIAN_IMAGE")
+else
+  echo "the realistic Debian image could not be built here (no Debian mirror?); scanning the samples only"
+fi
 
 phase "imagebloat scan"
 scan_failed=0
