@@ -315,6 +315,17 @@ async fn basic_auth_registry_needs_the_credentials_from_a_docker_config() {
     assert_eq!(u(&json, "sizeBytes"), 7_000);
     assert!(!json.to_string().contains(&password) && !stderr.contains(&password));
 
+    // The same file found through DOCKER_CONFIG, as docker finds it.
+    let out = imagebloat_with(
+        &["scan", "-o", "json", "--insecure-registry", &reg, &r],
+        &[("DOCKER_CONFIG", dir.path().to_str().unwrap())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A wrong password is refused, and the password is not echoed.
     std::fs::write(
         &config,

@@ -433,3 +433,256 @@ fn base_image(annotations: &BTreeMap<String, String>) -> Option<BaseImage> {
         .cloned();
     (name.is_some() || digest.is_some()).then_some(BaseImage { name, digest })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::layer::EntryKind::{self, *};
+    use super::*;
+
+    fn index(entries: &[(&str, EntryKind, u64)]) -> LayerIndex {
+        LayerIndex::from_entries(
+            entries
+                .iter()
+                .map(|(p, k, s)| (p.as_bytes(), &b""[..], *k, *s)),
+        )
+    }
+
+    fn image<'a>(layers: &'a [(LayerIndex, &str, u64)]) -> ImageInput<'a> {
+        ImageInput {
+            layers: layers
+                .iter()
+                .enumerate()
+                .map(|(i, (ix, _, pull))| LayerInput {
+                    digest: format!("sha256:{i}"),
+                    media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                    pull_bytes: *pull,
+                    index: Some(ix),
+                    skipped: None,
+                })
+                .collect(),
+            history: layers
+                .iter()
+                .flat_map(|(_, created_by, _)| {
+                    [
+                        HistoryEntry {
+                            created_by: Some(created_by.to_string()),
+                            ..Default::default()
+                        },
+                        // Metadata-only steps do not make layers.
+                        HistoryEntry {
+                            created_by: Some("/bin/sh -c #(nop) ENV X=1".into()),
+                            empty_layer: Some(true),
+                            ..Default::default()
+                        },
+                    ]
+                })
+                .collect(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    fn with_uncompressed(mut ix: LayerIndex, n: u64) -> LayerIndex {
+        ix.uncompressed_bytes = n;
+        ix
+    }
+
+    #[test]
+    fn history_lines_map_to_layers_skipping_empty_ones() {
+        let layers = [
+            (index(&[("a", File, 1)]), "ADD rootfs", 1),
+            (index(&[("b", File, 1)]), "RUN make", 1),
+        ];
+        let a = analyze(&image(&layers));
+        assert_eq!(a.layers[0].created_by.as_deref(), Some("ADD rootfs"));
+        assert_eq!(a.layers[1].created_by.as_deref(), Some("RUN make"));
+    }
+
+    #[test]
+    fn reclaimable_pull_bytes_use_each_layers_compression_ratio() {
+        // Layer 0: 4 MB uncompressed, 1 MB pulled; 2 MB of it deleted later -> 0.5 MB.
+        // Layer 1: 1 MB of apt lists, 1 MB uncompressed, 0.25 MB pulled -> 0.25 MB.
+        let layers = [
+            (
+                with_uncompressed(
+                    index(&[("tmp/x", File, 2_000_000), ("bin/y", File, 2_000_000)]),
+                    4_000_000,
+                ),
+                "ADD x",
+                1_000_000,
+            ),
+            (
+                with_uncompressed(
+                    index(&[
+                        ("tmp/x", Whiteout, 0),
+                        ("var/lib/apt/lists/p", File, 1_000_000),
+                    ]),
+                    1_000_000,
+                ),
+                "RUN apt-get update && rm /tmp/x",
+                250_000,
+            ),
+        ];
+        let a = analyze(&image(&layers));
+        assert_eq!(a.wasted_bytes, 2_000_000);
+        assert_eq!(a.junk_bytes, 1_000_000);
+        assert_eq!(a.reclaimable_bytes, 3_000_000);
+        assert_eq!(a.reclaimable_pull_bytes, 750_000);
+        assert_eq!(a.pull_bytes, 1_250_000);
+    }
+
+    fn kinds(a: &ImageAnalysis) -> Vec<(&str, u64, Option<u32>)> {
+        a.recommendations
+            .iter()
+            .map(|r| (r.kind.as_str(), r.saved_bytes, r.layer))
+            .collect()
+    }
+
+    #[test]
+    fn build_tools_in_the_final_image_recommend_a_multi_stage_build() {
+        let layers = [
+            (index(&[("usr/bin/ls", File, 100_000)]), "ADD rootfs", 1),
+            (
+                index(&[
+                    ("usr/lib/gcc/x86_64-linux-gnu/12/cc1", File, 30_000_000),
+                    ("usr/include/stdio.h", File, 1_000_000),
+                    ("usr/lib/x86_64-linux-gnu/libc.a", File, 5_000_000),
+                    ("app/server", File, 8_000_000),
+                ]),
+                "/bin/sh -c apt-get install -y build-essential && make",
+                1,
+            ),
+        ];
+        let a = analyze(&image(&layers));
+        assert_eq!(kinds(&a), vec![("multi-stage-build", 36_000_000, Some(1))]);
+        assert!(a.recommendations[0].message.contains("FROM … AS build"));
+    }
+
+    #[test]
+    fn a_source_copy_before_a_dependency_install_recommends_reordering() {
+        let layers = [
+            (index(&[("usr/bin/node", File, 100)]), "ADD rootfs", 1),
+            (
+                index(&[("app/src/index.js", File, 100)]),
+                "COPY . . # buildkit",
+                1,
+            ),
+            (
+                index(&[("app/node_modules/x/index.js", File, 5_000_000)]),
+                "RUN /bin/sh -c npm ci --omit=dev # buildkit",
+                1,
+            ),
+        ];
+        let a = analyze(&image(&layers));
+        let r = &a.recommendations[0];
+        assert_eq!(
+            (r.kind.as_str(), r.saved_bytes, r.layer),
+            ("layer-order", 5_000_000, Some(2))
+        );
+        assert!(
+            r.message.contains("package.json and package-lock.json"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn dependencies_installed_before_the_copy_need_no_reordering() {
+        let layers = [
+            (
+                index(&[("app/package.json", File, 100)]),
+                "COPY package.json package-lock.json ./",
+                1,
+            ),
+            (
+                index(&[("app/node_modules/x/index.js", File, 5_000_000)]),
+                "RUN npm ci",
+                1,
+            ),
+            (index(&[("app/src/index.js", File, 100)]), "COPY . .", 1),
+        ];
+        assert!(analyze(&image(&layers)).recommendations.is_empty());
+    }
+
+    #[test]
+    fn a_heavy_debian_base_recommends_the_slim_variant() {
+        let os = b"ID=debian\nVERSION_CODENAME=bookworm\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
+        let mut base = index(&[
+            ("etc/os-release", File, os.len() as u64),
+            ("usr/lib/big", File, 120_000_000),
+        ]);
+        base.captured.push(layer::CapturedFile {
+            entry: 0,
+            content: os.to_vec(),
+        });
+        let layers = [(base, "ADD rootfs", 1)];
+        let a = analyze(&image(&layers));
+        assert_eq!(a.os.as_ref().unwrap().id, "debian");
+        let r = &a.recommendations[0];
+        assert_eq!(r.kind, "slimmer-base");
+        assert!(r.message.contains("debian:bookworm-slim"), "{}", r.message);
+        assert_eq!(r.saved_bytes, 120_000_000 + os.len() as u64 - 75_000_000);
+    }
+
+    #[test]
+    fn a_slim_base_gets_no_base_advice() {
+        let os = b"ID=debian\nVERSION_CODENAME=bookworm\n";
+        let mut base = index(&[
+            ("etc/os-release", File, os.len() as u64),
+            ("usr/lib/x", File, 74_000_000),
+        ]);
+        base.captured.push(layer::CapturedFile {
+            entry: 0,
+            content: os.to_vec(),
+        });
+        let layers = [(base, "ADD rootfs", 1)];
+        assert!(analyze(&image(&layers)).recommendations.is_empty());
+    }
+
+    #[test]
+    fn package_cache_advice_names_the_tool_and_the_layer() {
+        let layers = [
+            (index(&[("bin/sh", File, 1)]), "ADD rootfs", 1),
+            (
+                index(&[
+                    ("root/.cache/pip/http/a", File, 3_000_000),
+                    ("var/cache/apk/APKINDEX.tar.gz", File, 2_000_000),
+                ]),
+                "RUN apk add python3 && pip install flask",
+                1,
+            ),
+        ];
+        let a = analyze(&image(&layers));
+        assert_eq!(
+            kinds(&a),
+            vec![
+                ("package-manager-cache", 3_000_000, Some(1)),
+                ("package-manager-cache", 2_000_000, Some(1))
+            ]
+        );
+        assert!(a.recommendations[0].message.contains("--no-cache-dir"));
+        assert!(a.recommendations[1].message.contains("apk add --no-cache"));
+    }
+
+    #[test]
+    fn chown_in_a_later_layer_recommends_copy_chown() {
+        let layers = [
+            (
+                index(&[("app/data.bin", File, 10_000_000)]),
+                "COPY data /app",
+                1,
+            ),
+            (
+                index(&[("app/data.bin", File, 10_000_000)]),
+                "/bin/sh -c chown -R app /app",
+                1,
+            ),
+        ];
+        let a = analyze(&image(&layers));
+        let r = &a.recommendations[0];
+        assert_eq!(
+            (r.kind.as_str(), r.saved_bytes, r.layer),
+            ("avoid-rewriting-files", 10_000_000, Some(0))
+        );
+        assert!(r.message.contains("COPY --chown"), "{}", r.message);
+    }
+}

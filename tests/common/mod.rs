@@ -380,13 +380,20 @@ pub fn repo(name: &str) -> String {
 }
 
 pub fn imagebloat(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imagebloat"))
-        .args(args)
+    imagebloat_with(args, &[])
+}
+
+/// Runs the binary with no docker config of the user's, plus the given variables.
+pub fn imagebloat_with(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagebloat"));
+    cmd.args(args)
         .env("IMAGEBLOAT_LOG", "warn")
         .env_remove("DOCKER_CONFIG")
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .expect("run imagebloat")
+        .env("HOME", std::env::temp_dir());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run imagebloat")
 }
 
 /// Runs `scan --output json` and returns (exit code, JSON or Null, stderr).
