@@ -5,6 +5,8 @@
 
 pub mod analysis;
 pub mod digest;
+pub mod metrics;
+pub mod operator;
 pub mod registry;
 pub mod report;
 pub mod scan;

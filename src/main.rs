@@ -33,6 +33,51 @@ enum Command {
     /// Exit status: 0 when every threshold passes, 1 when one fails, 2 when the image could not
     /// be analyzed.
     Scan(ScanArgs),
+    /// Run the operator: watch Pods, write ImageReports, serve metrics.
+    Run(RunArgs),
+    /// Print the ImageReport CustomResourceDefinition (YAML), as in crds/.
+    Crd,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Namespaces to watch (comma-separated; default all).
+    #[arg(long, value_delimiter = ',', value_name = "NS,...")]
+    namespaces: Vec<String>,
+    /// Namespaces never watched (comma-separated globs, e.g. `kube-*`).
+    #[arg(long, value_delimiter = ',', value_name = "GLOB,...")]
+    exclude_namespaces: Vec<String>,
+    /// Pull from a mirror instead: REGISTRY=MIRROR (repeatable).
+    #[arg(long, value_name = "REGISTRY=MIRROR")]
+    mirror: Vec<String>,
+    /// Images analyzed at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Images analyzed at once per registry.
+    #[arg(long, default_value_t = 2)]
+    per_registry_concurrency: usize,
+    /// Elect a leader on a Lease, so that only one replica writes.
+    #[arg(long, default_value_t = false)]
+    leader_elect: bool,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    #[arg(long, default_value = "imagebloat-leader")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: $POD_NAME, else the host name and PID).
+    #[arg(long)]
+    identity: Option<String>,
+    /// First delay before retrying a failed analysis, in seconds (doubles, up to ten times).
+    #[arg(long, default_value_t = 10)]
+    retry_seconds: u64,
+    /// Refuse layers that decompress to more than this.
+    #[arg(long, value_name = "SIZE", default_value = "64GiB")]
+    max_layer_bytes: ByteSize,
 }
 
 /// Registry access flags shared by every command that reads registries.
@@ -143,6 +188,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Scan(args) => runtime.block_on(run_scan(args)),
+        Command::Run(args) => runtime.block_on(run_operator(args)),
+        Command::Crd => {
+            print!("{}", imagebloat::report::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -304,6 +354,96 @@ async fn run_scan(args: ScanArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+async fn run_operator(args: RunArgs) -> ExitCode {
+    let config = match operator_config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    tokio::select! {
+        result = imagebloat::operator::run(config) => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        () = stop => {
+            tracing::info!("stopping");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String> {
+    let mut ca_pem = Vec::new();
+    for f in &args.registry.ca_file {
+        ca_pem.push(std::fs::read(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?);
+    }
+    let timeout = Duration::from_secs(args.registry.timeout.max(1));
+    let mut mirrors = std::collections::BTreeMap::new();
+    for m in &args.mirror {
+        let (from, to) = m
+            .split_once('=')
+            .ok_or_else(|| format!("--mirror {m}: expected REGISTRY=MIRROR"))?;
+        mirrors.insert(from.to_string(), to.to_string());
+    }
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+    let lease = args
+        .leader_elect
+        .then(|| imagebloat::operator::leader::LeaseConfig {
+            namespace: args
+                .lease_namespace
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "default".into()),
+            name: args.lease_name,
+            identity,
+            duration: Duration::from_secs(15),
+            renew: Duration::from_secs(5),
+        });
+    Ok(imagebloat::operator::Config {
+        namespaces: args.namespaces,
+        exclude_namespaces: args.exclude_namespaces,
+        metrics_addr: args.metrics_addr,
+        registry: RegistryOptions {
+            insecure: args.registry.insecure_registry.iter().cloned().collect(),
+            ca_pem,
+            connect_timeout: timeout,
+            read_timeout: timeout,
+            max_retries: args.registry.retries,
+            ..Default::default()
+        },
+        keyring: load_keyring(args.registry.registry_config.as_deref())?,
+        mirrors,
+        default_platform: args.registry.platform,
+        concurrency: args.concurrency,
+        per_registry: args.per_registry_concurrency,
+        limits: LayerLimits {
+            max_uncompressed_bytes: args.max_layer_bytes.as_u64(),
+            ..Default::default()
+        },
+        lease,
+        retry: Duration::from_secs(args.retry_seconds.max(1)),
+    })
 }
 
 /// The CI thresholds that fail, each named with the flag that set it.

@@ -309,44 +309,19 @@ pub async fn scan(
     }
 
     let bytes_total: u64 = plan.iter().map(|(_, _, s)| *s).sum();
-    let progress = Arc::new(std::sync::Mutex::new((0usize, 0u64)));
     let layers_total = plan.len();
-    let indexes: Vec<Option<Arc<LayerIndex>>> = futures_util::stream::iter(plan.iter().enumerate())
-        .map(|(i, (layer, media, size))| {
-            let opened = &opened;
-            let image = &image;
-            let progress = progress.clone();
-            async move {
-                if media.non_distributable {
-                    return Ok(None);
-                }
-                let index = cache
-                    .get_or_index(&layer.digest, || {
-                        opened.index_layer(&layer.digest, *size, media.compression, options.limits)
-                    })
-                    .await
-                    .map_err(|kind| ScanError {
-                        image: image.clone(),
-                        layer: Some((i, layer.digest.clone())),
-                        kind,
-                    })?;
-                if let Some(report) = &options.progress {
-                    let (layers_done, bytes_done) = {
-                        let mut p = progress.lock().expect("progress lock");
-                        p.0 += 1;
-                        p.1 += size;
-                        *p
-                    };
-                    report(Progress {
-                        layers_done,
-                        layers_total,
-                        bytes_done,
-                        bytes_total,
-                    });
-                }
-                Ok::<_, ScanError>(Some(index))
-            }
-        })
+    let tally = Tally {
+        done: std::sync::Mutex::new((0, 0)),
+        layers_total,
+        bytes_total,
+    };
+    let mut reads = Vec::with_capacity(plan.len());
+    for (i, &(layer, media, size)) in plan.iter().enumerate() {
+        reads.push(read_layer(
+            &opened, cache, options, &tally, &image, i, layer, media, size,
+        ));
+    }
+    let indexes: Vec<Option<Arc<LayerIndex>>> = futures_util::stream::iter(reads)
         .buffered(options.layer_concurrency.max(1))
         .try_collect()
         .await?;
@@ -397,6 +372,56 @@ pub async fn scan(
         media_type: manifest_raw.media_type,
         analysis,
     })
+}
+
+/// Reads (or finds in the cache) one layer's index; `None` for layers that are not fetched.
+#[allow(clippy::too_many_arguments)]
+async fn read_layer(
+    opened: &Opened<'_>,
+    cache: &LayerCache,
+    options: &ScanOptions,
+    tally: &Tally,
+    image: &str,
+    position: usize,
+    layer: &OciDescriptor,
+    media: LayerMediaType,
+    size: u64,
+) -> Result<Option<Arc<LayerIndex>>, ScanError> {
+    if media.non_distributable {
+        return Ok(None);
+    }
+    let index = cache
+        .get_or_index(&layer.digest, || {
+            opened.index_layer(&layer.digest, size, media.compression, options.limits)
+        })
+        .await
+        .map_err(|kind| ScanError {
+            image: image.to_string(),
+            layer: Some((position, layer.digest.clone())),
+            kind,
+        })?;
+    if let Some(report) = &options.progress {
+        let (layers_done, bytes_done) = {
+            let mut done = tally.done.lock().expect("progress lock");
+            done.0 += 1;
+            done.1 += size;
+            *done
+        };
+        report(Progress {
+            layers_done,
+            layers_total: tally.layers_total,
+            bytes_done,
+            bytes_total: tally.bytes_total,
+        });
+    }
+    Ok(Some(index))
+}
+
+/// Progress across the layers of one scan.
+struct Tally {
+    done: std::sync::Mutex<(usize, u64)>,
+    layers_total: usize,
+    bytes_total: u64,
 }
 
 fn looks_like_index(bytes: &[u8]) -> bool {

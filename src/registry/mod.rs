@@ -155,6 +155,13 @@ pub struct Traffic {
     pub retries: AtomicU64,
 }
 
+/// Told about every registry request and every blob byte (metrics).
+pub trait Observer: Send + Sync {
+    /// A response with its HTTP status, or `None` for a transport failure.
+    fn request(&self, registry: &str, status: Option<u16>);
+    fn blob_bytes(&self, registry: &str, bytes: u64);
+}
+
 #[derive(Clone)]
 struct CachedAuth {
     header: String,
@@ -168,6 +175,7 @@ pub struct Registry {
     options: Arc<RegistryOptions>,
     auth_cache: Arc<Mutex<HashMap<String, CachedAuth>>>,
     traffic: Arc<Traffic>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Registry {
@@ -195,7 +203,20 @@ impl Registry {
             options: Arc::new(options),
             auth_cache: Arc::default(),
             traffic: Arc::default(),
+            observer: None,
         })
+    }
+
+    /// Reports every request and blob byte to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observe(&self, registry: &str, status: Option<u16>) {
+        if let Some(o) = &self.observer {
+            o.request(registry, status);
+        }
     }
 
     pub fn traffic(&self) -> &Traffic {
@@ -319,6 +340,8 @@ impl Registry {
             });
         }
         let traffic = self.traffic.clone();
+        let observer = self.observer.clone();
+        let registry = image.resolve_registry().to_string();
         let state = (
             response.bytes_stream(),
             Some(Verifier::new(&expected, Some(size))),
@@ -328,6 +351,8 @@ impl Registry {
             state,
             move |(mut body, verifier, what)| {
                 let traffic = traffic.clone();
+                let observer = observer.clone();
+                let registry = registry.clone();
                 async move {
                     let mut verifier = verifier?;
                     match body.next().await {
@@ -335,6 +360,9 @@ impl Registry {
                             traffic
                                 .blob_bytes
                                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            if let Some(o) = &observer {
+                                o.blob_bytes(&registry, chunk.len() as u64);
+                            }
                             match verifier.update(&chunk) {
                                 Ok(()) => Some((Ok(chunk), (body, Some(verifier), what))),
                                 Err(source) => Some((
@@ -571,11 +599,12 @@ impl Registry {
             }
         };
         self.traffic.requests.fetch_add(1, Ordering::Relaxed);
-        let response = request
-            .send()
-            .await
-            .map_err(|e| token_error(without_url(&e)))?;
+        let response = request.send().await.map_err(|e| {
+            self.observe(registry, None);
+            token_error(without_url(&e))
+        })?;
         let status = response.status();
+        self.observe(registry, Some(status.as_u16()));
         tracing::debug!(registry, status = status.as_u16(), "token request");
         if !status.is_success() {
             return Err(token_error(format!("HTTP {}", status.as_u16())));
@@ -623,6 +652,7 @@ impl Registry {
             }
             self.traffic.requests.fetch_add(1, Ordering::Relaxed);
             let result = request.send().await;
+            self.observe(registry, result.as_ref().ok().map(|r| r.status().as_u16()));
             let wait = match &result {
                 Ok(r) if retryable(r.status()) => {
                     Some(retry_after(r.headers()).unwrap_or_else(|| self.backoff(attempt)))

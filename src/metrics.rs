@@ -1,0 +1,270 @@
+//! The metric families and the lifecycle of per-workload series.
+//!
+//! Image gauges carry `namespace`, `workload_kind`, `workload`, `container`, `image`. A workload's
+//! series are remembered as it is reported, replaced wholesale on the next report (a container
+//! whose image changed leaves no stale series behind), and removed when the workload is gone.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::report::ImageFindings;
+
+const IMAGE_LABELS: &[&str] = &[
+    "namespace",
+    "workload_kind",
+    "workload",
+    "container",
+    "image",
+];
+
+/// Identifies a workload's series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadLabels {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// All metrics of the operator.
+pub struct Metrics {
+    registry: Registry,
+    pub image_pull_bytes: GaugeVec,
+    pub image_size_bytes: GaugeVec,
+    pub image_wasted_bytes: GaugeVec,
+    pub image_reclaimable_bytes: GaugeVec,
+    pub image_efficiency_ratio: GaugeVec,
+    pub image_layers: GaugeVec,
+    pub image_reclaimable_category_bytes: GaugeVec,
+    /// Analyses by result (`success`, `error`, `reused`).
+    pub analyses: IntCounterVec,
+    pub analysis_duration: HistogramVec,
+    /// Registry requests by registry and HTTP status (`error` for transport failures).
+    pub registry_requests: IntCounterVec,
+    /// Compressed bytes downloaded from registries.
+    pub registry_bytes: IntCounterVec,
+    /// Cache hits by cache (`image`, `layer`, `report`).
+    pub cache_hits: IntCounterVec,
+    /// Failed reconciles by reason.
+    pub reconcile_errors: IntCounterVec,
+    /// Reports written (server-side apply requests).
+    pub reports_written: IntCounterVec,
+    series: Mutex<HashMap<WorkloadLabels, Vec<Vec<String>>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let mut category_labels = IMAGE_LABELS.to_vec();
+        category_labels.push("category");
+        let analysis_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "imagebloat_analysis_duration_seconds",
+                "Time to analyze one image (manifest, config and every layer not already cached)",
+            )
+            .buckets(vec![
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
+            &["result"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(analysis_duration.clone()))
+            .expect("unique metric");
+        Metrics {
+            image_pull_bytes: gauge(
+                &r,
+                "imagebloat_image_pull_bytes",
+                "Compressed bytes a node downloads for the image",
+                IMAGE_LABELS,
+            ),
+            image_size_bytes: gauge(
+                &r,
+                "imagebloat_image_size_bytes",
+                "Bytes of regular files shipped in all layers of the image",
+                IMAGE_LABELS,
+            ),
+            image_wasted_bytes: gauge(
+                &r,
+                "imagebloat_image_wasted_bytes",
+                "Bytes shipped in one layer and hidden by a later one",
+                IMAGE_LABELS,
+            ),
+            image_reclaimable_bytes: gauge(
+                &r,
+                "imagebloat_image_reclaimable_bytes",
+                "Wasted bytes plus junk in the final filesystem",
+                IMAGE_LABELS,
+            ),
+            image_efficiency_ratio: gauge(
+                &r,
+                "imagebloat_image_efficiency_ratio",
+                "Final bytes divided by shipped bytes",
+                IMAGE_LABELS,
+            ),
+            image_layers: gauge(
+                &r,
+                "imagebloat_image_layers",
+                "Layers of the image",
+                IMAGE_LABELS,
+            ),
+            image_reclaimable_category_bytes: gauge(
+                &r,
+                "imagebloat_image_reclaimable_category_bytes",
+                "Junk bytes in the final filesystem by category",
+                &category_labels,
+            ),
+            analyses: counter(
+                &r,
+                "imagebloat_analyses_total",
+                "Image analyses by result",
+                &["result"],
+            ),
+            analysis_duration,
+            registry_requests: counter(
+                &r,
+                "imagebloat_registry_requests_total",
+                "Registry HTTP requests by registry and status",
+                &["registry", "status"],
+            ),
+            registry_bytes: counter(
+                &r,
+                "imagebloat_registry_bytes_downloaded_total",
+                "Compressed blob bytes downloaded by registry",
+                &["registry"],
+            ),
+            cache_hits: counter(
+                &r,
+                "imagebloat_cache_hits_total",
+                "Analyses or layers served from cache, by cache",
+                &["cache"],
+            ),
+            reconcile_errors: counter(
+                &r,
+                "imagebloat_reconcile_errors_total",
+                "Failed reconciles by reason",
+                &["reason"],
+            ),
+            reports_written: counter(
+                &r,
+                "imagebloat_reports_written_total",
+                "ImageReport writes (server-side apply)",
+                &["result"],
+            ),
+            registry: r,
+            series: Mutex::default(),
+        }
+    }
+
+    /// Replaces a workload's image series with these containers' findings.
+    pub fn set_workload(&self, w: &WorkloadLabels, containers: &[(&str, &ImageFindings)]) {
+        let mut series = self.series.lock().expect("metrics lock");
+        if let Some(old) = series.remove(w) {
+            self.remove_series(&old);
+        }
+        let mut kept = Vec::new();
+        for (container, f) in containers {
+            let a = &f.analysis;
+            let labels = [
+                w.namespace.as_str(),
+                w.kind.as_str(),
+                w.name.as_str(),
+                container,
+                f.image.as_str(),
+            ];
+            self.image_pull_bytes
+                .with_label_values(&labels)
+                .set(a.pull_bytes as f64);
+            self.image_size_bytes
+                .with_label_values(&labels)
+                .set(a.size_bytes as f64);
+            self.image_wasted_bytes
+                .with_label_values(&labels)
+                .set(a.wasted_bytes as f64);
+            self.image_reclaimable_bytes
+                .with_label_values(&labels)
+                .set(a.reclaimable_bytes as f64);
+            self.image_efficiency_ratio
+                .with_label_values(&labels)
+                .set(a.efficiency);
+            self.image_layers
+                .with_label_values(&labels)
+                .set(a.layers.len() as f64);
+            let mut owned: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+            for c in &a.categories {
+                let mut l = labels.to_vec();
+                l.push(c.category.as_str());
+                self.image_reclaimable_category_bytes
+                    .with_label_values(&l)
+                    .set(c.bytes as f64);
+                owned.push(c.category.as_str().to_string());
+            }
+            kept.push(owned);
+        }
+        series.insert(w.clone(), kept);
+    }
+
+    /// Removes every series of a workload that is gone.
+    pub fn remove_workload(&self, w: &WorkloadLabels) {
+        let mut series = self.series.lock().expect("metrics lock");
+        if let Some(old) = series.remove(w) {
+            self.remove_series(&old);
+        }
+    }
+
+    fn remove_series(&self, old: &[Vec<String>]) {
+        for owned in old {
+            let labels: Vec<&str> = owned[..5].iter().map(String::as_str).collect();
+            for g in [
+                &self.image_pull_bytes,
+                &self.image_size_bytes,
+                &self.image_wasted_bytes,
+                &self.image_reclaimable_bytes,
+                &self.image_efficiency_ratio,
+                &self.image_layers,
+            ] {
+                let _ = g.remove_label_values(&labels);
+            }
+            for category in &owned[5..] {
+                let mut l = labels.clone();
+                l.push(category);
+                let _ = self
+                    .image_reclaimable_category_bytes
+                    .remove_label_values(&l);
+            }
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
+        String::from_utf8(buf).expect("metrics are UTF-8")
+    }
+}

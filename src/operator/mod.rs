@@ -1,0 +1,456 @@
+//! The operator: Pods in, `ImageReport`s and metrics out.
+//!
+//! Watches Pods (and the ReplicaSets, Jobs and Nodes needed to understand them), groups them by
+//! workload, and for each workload analyzes every container's exact image — each distinct
+//! manifest once, layers shared across images — then writes one report next to the workload
+//! with server-side apply. Work is keyed by workload and deduplicated: a burst of Pod events for
+//! one Deployment is one reconcile.
+
+pub mod leader;
+pub mod reconcile;
+pub mod workload;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use tokio::sync::{Mutex, Notify, Semaphore};
+
+use crate::analysis::LayerLimits;
+use crate::metrics::Metrics;
+use crate::registry::{Keyring, Platform, Registry, RegistryOptions};
+use crate::report::ImageFindings;
+use crate::report::crd::{ImageReport, ImageReportStatus};
+use crate::scan::LayerCache;
+use workload::Workload;
+
+/// How the operator runs (from `imagebloat run`'s flags).
+#[derive(Clone)]
+pub struct Config {
+    /// Namespaces to watch; empty for all.
+    pub namespaces: Vec<String>,
+    /// Namespace globs never watched (`kube-*`).
+    pub exclude_namespaces: Vec<String>,
+    pub metrics_addr: SocketAddr,
+    pub registry: RegistryOptions,
+    /// Operator-wide credentials, tried after the Pod's own pull secrets.
+    pub keyring: Keyring,
+    /// Registry host → mirror host to pull from instead.
+    pub mirrors: BTreeMap<String, String>,
+    /// Platform for Pods not yet on a Node.
+    pub default_platform: Platform,
+    /// Images analyzed at once.
+    pub concurrency: usize,
+    /// Images analyzed at once per registry.
+    pub per_registry: usize,
+    pub limits: LayerLimits,
+    /// Leader election; `None` runs without (a single replica).
+    pub lease: Option<leader::LeaseConfig>,
+    /// First retry delay after a failed analysis (doubles up to ten times that).
+    pub retry: Duration,
+}
+
+/// Everything the reconciles share.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub layers: LayerCache,
+    /// Findings by image key (reference with digest, and platform): each analyzed once.
+    images: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ImageFindings>>>>>,
+    pods: Store<Pod>,
+    replicasets: Store<ReplicaSet>,
+    jobs: Store<Job>,
+    nodes: Store<Node>,
+    analysis_slots: Semaphore,
+    registry_slots: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The status last written per report, to skip writes that change nothing.
+    written: Mutex<HashMap<(String, String), ImageReportStatus>>,
+    /// Failures per workload, for backoff.
+    failures: std::sync::Mutex<HashMap<Workload, u32>>,
+}
+
+impl Context {
+    /// Owner references of a ReplicaSet or Job from the watch caches.
+    fn owners_of(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>> {
+        match kind {
+            "ReplicaSet" => self
+                .replicasets
+                .get(&reflector::ObjectRef::new(name).within(namespace))
+                .map(|rs| rs.metadata.owner_references.clone().unwrap_or_default()),
+            "Job" => self
+                .jobs
+                .get(&reflector::ObjectRef::new(name).within(namespace))
+                .map(|j| j.metadata.owner_references.clone().unwrap_or_default()),
+            _ => None,
+        }
+    }
+
+    pub fn workload_of(&self, pod: &Pod) -> Result<Workload, workload::Unresolved> {
+        workload::resolve(pod, |k, ns, n| self.owners_of(k, ns, n))
+    }
+
+    fn registry_slot(&self, registry: &str) -> Arc<Semaphore> {
+        let mut slots = self.registry_slots.lock().expect("slots lock");
+        slots
+            .entry(registry.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_registry.max(1))))
+            .clone()
+    }
+
+    fn image_cell(&self, key: &str) -> Arc<tokio::sync::OnceCell<Arc<ImageFindings>>> {
+        let mut images = self.images.lock().expect("image cache lock");
+        images.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Seeds the image cache with findings from a stored report (restart without downloads).
+    fn remember(&self, key: String, findings: Arc<ImageFindings>) {
+        let cell = self.image_cell(&key);
+        let _ = cell.set(findings);
+    }
+}
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error("leadership lost: {0}")]
+    LeaderLost(kube::Error),
+}
+
+/// Work keyed by workload: a key queued twice before it is taken runs once.
+#[derive(Default)]
+struct Queue {
+    pending: std::sync::Mutex<(BTreeSet<Workload>, HashSet<Workload>)>,
+    notify: Notify,
+}
+
+impl Queue {
+    fn push(&self, w: Workload) {
+        let mut p = self.pending.lock().expect("queue lock");
+        p.0.insert(w);
+        drop(p);
+        self.notify.notify_one();
+    }
+
+    /// The next key not already being worked on.
+    async fn next(&self) -> Workload {
+        loop {
+            {
+                let mut p = self.pending.lock().expect("queue lock");
+                let (pending, active) = &mut *p;
+                if let Some(w) = pending.iter().find(|w| !active.contains(*w)).cloned() {
+                    pending.remove(&w);
+                    active.insert(w.clone());
+                    return w;
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    fn done(&self, w: &Workload) {
+        let mut p = self.pending.lock().expect("queue lock");
+        p.1.remove(w);
+        drop(p);
+        self.notify.notify_one();
+    }
+}
+
+fn namespace_excluded(config: &Config, namespace: &str) -> bool {
+    config.exclude_namespaces.iter().any(|g| {
+        globset::Glob::new(g)
+            .map(|g| g.compile_matcher().is_match(namespace))
+            .unwrap_or(g == namespace)
+    })
+}
+
+/// Runs the operator until it fails or loses leadership.
+pub async fn run(config: Config) -> Result<(), OperatorError> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|source| OperatorError::Serve {
+            addr: config.metrics_addr,
+            source,
+        })?;
+    tracing::info!(addr = %config.metrics_addr, "serving /metrics, /healthz and /readyz");
+    tokio::spawn(serve(listener, metrics.clone(), ready.clone()));
+
+    let elector = config
+        .lease
+        .clone()
+        .map(|l| leader::Elector::new(client.clone(), l));
+    if let Some(e) = &elector {
+        // Standing by counts as ready: the replica is healthy, only not the writer.
+        ready.store(true, Ordering::Relaxed);
+        e.acquire().await?;
+        ready.store(false, Ordering::Relaxed);
+    }
+
+    let registry = Registry::new(config.registry.clone())
+        .map_err(|e| OperatorError::Setup(e.to_string()))?
+        .with_observer(Arc::new(RegistryMetrics(metrics.clone())));
+
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let (replicasets, rs_writer) = reflector::store::<ReplicaSet>();
+    let (jobs, job_writer) = reflector::store::<Job>();
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        registry,
+        metrics: metrics.clone(),
+        layers: LayerCache::default(),
+        images: Default::default(),
+        pods,
+        replicasets,
+        jobs,
+        nodes,
+        analysis_slots: Semaphore::new(config.concurrency.max(1)),
+        registry_slots: Default::default(),
+        written: Default::default(),
+        failures: Default::default(),
+        config,
+    });
+
+    let watch = watcher::Config::default().any_semantic();
+    let mut side = tokio::task::JoinSet::new();
+    side.spawn(drain(
+        watcher(Api::<ReplicaSet>::all(client.clone()), watch.clone())
+            .default_backoff()
+            .reflect(rs_writer),
+    ));
+    side.spawn(drain(
+        watcher(Api::<Job>::all(client.clone()), watch.clone())
+            .default_backoff()
+            .reflect(job_writer),
+    ));
+    side.spawn(drain(
+        watcher(Api::<Node>::all(client.clone()), watch.clone())
+            .default_backoff()
+            .reflect(node_writer),
+    ));
+    for store in [&ctx.replicasets.clone()] {
+        store
+            .wait_until_ready()
+            .await
+            .map_err(|e| OperatorError::Setup(e.to_string()))?;
+    }
+    ctx.jobs
+        .wait_until_ready()
+        .await
+        .map_err(|e| OperatorError::Setup(e.to_string()))?;
+    ctx.nodes
+        .wait_until_ready()
+        .await
+        .map_err(|e| OperatorError::Setup(e.to_string()))?;
+
+    reconcile::seed_from_reports(&ctx).await?;
+
+    let queue = Arc::new(Queue::default());
+    let pod_api: Api<Pod> = match ctx.config.namespaces.as_slice() {
+        [one] => Api::namespaced(client.clone(), one),
+        _ => Api::all(client.clone()),
+    };
+    let pod_events = {
+        let ctx = ctx.clone();
+        let queue = queue.clone();
+        async move {
+            let mut stream = Box::pin(
+                watcher(pod_api, watch)
+                    .default_backoff()
+                    .reflect(pod_writer)
+                    .touched_objects(),
+            );
+            while let Some(event) = stream.next().await {
+                let pod = match event {
+                    Ok(pod) => pod,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pod watch error");
+                        continue;
+                    }
+                };
+                let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+                let wanted =
+                    ctx.config.namespaces.is_empty() || ctx.config.namespaces.contains(&namespace);
+                if !wanted || namespace_excluded(&ctx.config, &namespace) {
+                    continue;
+                }
+                enqueue_pod(&ctx, &queue, &pod);
+            }
+        }
+    };
+    side.spawn(pod_events);
+    ctx.pods
+        .wait_until_ready()
+        .await
+        .map_err(|e| OperatorError::Setup(e.to_string()))?;
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!("watching pods");
+
+    let workers = {
+        let ctx = ctx.clone();
+        let queue = queue.clone();
+        async move {
+            loop {
+                let w = queue.next().await;
+                let ctx = ctx.clone();
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    let retry = reconcile::reconcile(&ctx, &w).await;
+                    queue.done(&w);
+                    if let Some(delay) = retry {
+                        let queue = queue.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            queue.push(w);
+                        });
+                    }
+                });
+            }
+        }
+    };
+    side.spawn(workers);
+
+    match elector {
+        Some(e) => Err(OperatorError::LeaderLost(e.hold().await)),
+        None => {
+            side.join_next().await;
+            Err(OperatorError::Setup("a watch stopped".into()))
+        }
+    }
+}
+
+fn enqueue_pod(ctx: &Arc<Context>, queue: &Arc<Queue>, pod: &Pod) {
+    match ctx.workload_of(pod) {
+        Ok(w) => queue.push(w),
+        Err(workload::Unresolved::Missing { kind, name }) => {
+            // The owner's watch has not delivered it yet: look again shortly.
+            tracing::debug!(kind, name, "owner not cached yet");
+            let (ctx, queue, pod) = (ctx.clone(), queue.clone(), pod.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Ok(w) = ctx.workload_of(&pod) {
+                    queue.push(w);
+                }
+            });
+        }
+        Err(workload::Unresolved::Incomplete) => {}
+    }
+}
+
+async fn drain<S: futures_util::Stream + Send + 'static>(stream: S) {
+    let mut stream = Box::pin(stream);
+    while stream.next().await.is_some() {}
+}
+
+struct RegistryMetrics(Arc<Metrics>);
+
+impl crate::registry::Observer for RegistryMetrics {
+    fn request(&self, registry: &str, status: Option<u16>) {
+        let status = status.map(|s| s.to_string());
+        self.0
+            .registry_requests
+            .with_label_values(&[registry, status.as_deref().unwrap_or("error")])
+            .inc();
+    }
+
+    fn blob_bytes(&self, registry: &str, bytes: u64) {
+        self.0
+            .registry_bytes
+            .with_label_values(&[registry])
+            .inc_by(bytes);
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::Relaxed);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "metrics server stopped");
+    }
+}
+
+/// Lists existing reports (for seeding); shared with tests.
+pub async fn list_reports(
+    client: &Client,
+    namespaces: &[String],
+) -> Result<Vec<ImageReport>, kube::Error> {
+    let mut out = Vec::new();
+    if namespaces.is_empty() {
+        out.extend(
+            Api::<ImageReport>::all(client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items,
+        );
+    } else {
+        for ns in namespaces {
+            out.extend(
+                Api::<ImageReport>::namespaced(client.clone(), ns)
+                    .list(&ListParams::default())
+                    .await?
+                    .items,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The API version of reports (`imagebloat.dev/v1alpha1`).
+pub fn report_api_version() -> String {
+    ImageReport::api_version(&()).to_string()
+}

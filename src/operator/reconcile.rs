@@ -1,0 +1,598 @@
+//! One workload's reconcile: its Pods' containers → their images' findings → its report and
+//! metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use serde_json::json;
+
+use super::workload::{Workload, digest_from_image_id};
+use super::{Context, OperatorError};
+use crate::analysis::ANALYZER_VERSION;
+use crate::metrics::WorkloadLabels;
+use crate::registry::{Keyring, Platform, Reference};
+use crate::report::crd::{
+    Condition, ContainerReport, ImageReport, ImageReportSpec, ImageReportStatus, ReportSummary,
+};
+use crate::report::{ImageFindings, fit_report};
+use crate::scan::{self, ImageSource, ScanOptions};
+use crate::table::human;
+
+/// The field manager of every write.
+pub const MANAGER: &str = "imagebloat";
+/// Reports are kept below this many bytes of status (the API server allows about 1.5 MB).
+pub const REPORT_BUDGET: usize = 60 << 10;
+
+const LABEL_KIND: &str = "imagebloat.dev/workload-kind";
+const LABEL_NAME: &str = "imagebloat.dev/workload-name";
+
+fn image_key(reference: &Reference, platform: &Platform) -> String {
+    format!("{}|{platform}", reference.whole())
+}
+
+/// Reads existing reports: their findings go into the image cache (when made by this analyzer
+/// version), their statuses into the written-cache, so a restart downloads and writes nothing
+/// that is already reported.
+pub async fn seed_from_reports(ctx: &Context) -> Result<(), OperatorError> {
+    let reports = super::list_reports(&ctx.client, &ctx.config.namespaces).await?;
+    let mut seeded = 0;
+    for report in &reports {
+        let Some(status) = &report.status else {
+            continue;
+        };
+        for c in &status.containers {
+            let Some(f) = &c.findings else { continue };
+            if f.analyzer_version != ANALYZER_VERSION {
+                continue;
+            }
+            let (Ok(reference), Ok(platform)) =
+                (f.image.parse::<Reference>(), f.platform.parse::<Platform>())
+            else {
+                continue;
+            };
+            let findings = Arc::new(f.clone());
+            for digest in std::iter::once(&f.digest).chain(f.index_digest.as_ref()) {
+                let r = Reference::with_digest(
+                    reference.registry().to_string(),
+                    reference.repository().to_string(),
+                    digest.clone(),
+                );
+                ctx.remember(image_key(&r, &platform), findings.clone());
+                seeded += 1;
+            }
+        }
+        if let (Some(ns), Some(uid)) = (
+            &report.metadata.namespace,
+            &report.spec.workload.uid.clone().into(),
+        ) {
+            let key = (ns.clone(), format!("{}/{}", report.spec.workload.kind, uid));
+            ctx.written.lock().await.insert(key, status.clone());
+        }
+    }
+    tracing::info!(
+        reports = reports.len(),
+        images = seeded,
+        "seeded from existing reports"
+    );
+    Ok(())
+}
+
+/// Reconciles one workload; returns when to try again, if it should be.
+pub async fn reconcile(ctx: &Arc<Context>, w: &Workload) -> Option<Duration> {
+    match reconcile_inner(ctx, w).await {
+        Ok(retry) => retry,
+        Err(e) => {
+            tracing::warn!(namespace = %w.namespace, workload = %w.name, error = %e, "reconcile failed");
+            ctx.metrics
+                .reconcile_errors
+                .with_label_values(&[error_reason(&e)])
+                .inc();
+            Some(next_backoff(ctx, w))
+        }
+    }
+}
+
+fn error_reason(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => "NotFound",
+        kube::Error::Api(s) if s.code == 403 => "Forbidden",
+        kube::Error::Api(s) if s.code == 409 => "Conflict",
+        kube::Error::Api(_) => "ApiError",
+        _ => "ClientError",
+    }
+}
+
+fn next_backoff(ctx: &Context, w: &Workload) -> Duration {
+    let mut failures = ctx.failures.lock().expect("failures lock");
+    let n = failures.entry(w.clone()).or_default();
+    *n = (*n + 1).min(10);
+    let base = ctx.config.retry;
+    (base * 2u32.saturating_pow(*n - 1)).min(base * 10)
+}
+
+async fn reconcile_inner(
+    ctx: &Arc<Context>,
+    w: &Workload,
+) -> Result<Option<Duration>, kube::Error> {
+    let labels = WorkloadLabels {
+        namespace: w.namespace.clone(),
+        kind: w.kind.clone(),
+        name: w.name.clone(),
+    };
+    let pods: Vec<Arc<Pod>> = ctx.pods.state_filter(|p| {
+        p.metadata.namespace.as_deref() == Some(w.namespace.as_str())
+            && p.metadata.deletion_timestamp.is_none()
+            && ctx.workload_of(p).as_ref() == Ok(w)
+    });
+    let written_key = (w.namespace.clone(), format!("{}/{}", w.kind, w.uid));
+    // The newest Pod stands for the workload (during a rollout, the new template).
+    let Some(pod) = pods
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .cloned()
+    else {
+        if !workload_exists(ctx, w).await {
+            ctx.metrics.remove_workload(&labels);
+            ctx.written.lock().await.remove(&written_key);
+            tracing::info!(namespace = %w.namespace, workload = %w.name, kind = %w.kind, "workload gone; its series are removed");
+        }
+        return Ok(None);
+    };
+
+    let platform = node_platform(ctx, &pod).unwrap_or_else(|| ctx.config.default_platform.clone());
+    let keyring = pull_keyring(ctx, &pod).await;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let image_ids = |init: bool, name: &str| {
+        let statuses = if init {
+            status.init_container_statuses.as_ref()
+        } else {
+            status.container_statuses.as_ref()
+        };
+        statuses
+            .and_then(|s| s.iter().find(|c| c.name == name))
+            .map(|c| c.image_id.clone())
+    };
+    let wanted: Vec<(String, bool, String, Option<String>)> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| (c, true))
+        .chain(spec.containers.iter().map(|c| (c, false)))
+        .map(|(c, init)| {
+            let image = c.image.clone().unwrap_or_default();
+            let digest = image_ids(init, &c.name)
+                .as_deref()
+                .and_then(digest_from_image_id)
+                .map(str::to_string);
+            (c.name.clone(), init, image, digest)
+        })
+        .collect();
+
+    let mut analyses = Vec::with_capacity(wanted.len());
+    for (_, _, image, digest) in &wanted {
+        analyses.push(analyze_container(
+            ctx,
+            image,
+            digest.as_deref(),
+            &platform,
+            &keyring,
+        ));
+    }
+    let results = futures_util::future::join_all(analyses).await;
+
+    let mut containers = Vec::with_capacity(wanted.len());
+    let mut failed: Vec<(String, String, String, bool)> = Vec::new();
+    for ((name, init, _, _), result) in wanted.iter().zip(results) {
+        match result {
+            Ok(findings) => containers.push(ContainerReport {
+                name: name.clone(),
+                init: *init,
+                findings: Some((*findings).clone()),
+                error: None,
+                reason: None,
+            }),
+            Err(f) => {
+                failed.push((
+                    name.clone(),
+                    f.reason.clone(),
+                    f.message.clone(),
+                    f.transient,
+                ));
+                containers.push(ContainerReport {
+                    name: name.clone(),
+                    init: *init,
+                    findings: None,
+                    error: Some(f.message),
+                    reason: Some(f.reason),
+                });
+            }
+        }
+    }
+
+    let previous = ctx.written.lock().await.get(&written_key).cloned();
+    let mut new_status = ImageReportStatus {
+        summary: summarize(&containers),
+        containers,
+        conditions: vec![ready_condition(&failed, previous.as_ref())],
+    };
+    fit_report(&mut new_status, REPORT_BUDGET);
+
+    let series: Vec<(&str, &ImageFindings)> = new_status
+        .containers
+        .iter()
+        .filter_map(|c| c.findings.as_ref().map(|f| (c.name.as_str(), f)))
+        .collect();
+    // Metric labels show the image as the Pod names it.
+    let by_pod_image: Vec<(String, ImageFindings)> = series
+        .iter()
+        .map(|(name, f)| {
+            let pod_image = wanted
+                .iter()
+                .find(|(n, ..)| n == name)
+                .map(|(_, _, image, _)| image.clone())
+                .unwrap_or_else(|| f.image.clone());
+            let mut f = (*f).clone();
+            f.image = pod_image;
+            (name.to_string(), f)
+        })
+        .collect();
+    ctx.metrics.set_workload(
+        &labels,
+        &by_pod_image
+            .iter()
+            .map(|(n, f)| (n.as_str(), f))
+            .collect::<Vec<_>>(),
+    );
+
+    if previous.as_ref() != Some(&new_status) {
+        write_report(ctx, w, &new_status).await?;
+        ctx.written.lock().await.insert(written_key, new_status);
+    }
+
+    if failed.iter().any(|f| f.3) {
+        return Ok(Some(next_backoff(ctx, w)));
+    }
+    ctx.failures.lock().expect("failures lock").remove(w);
+    Ok(None)
+}
+
+async fn write_report(
+    ctx: &Context,
+    w: &Workload,
+    status: &ImageReportStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<ImageReport> = Api::namespaced(ctx.client.clone(), &w.namespace);
+    let name = w.report_name();
+    let mut report = ImageReport::new(
+        &name,
+        ImageReportSpec {
+            workload: w.reference(),
+        },
+    );
+    report.metadata.namespace = Some(w.namespace.clone());
+    report.metadata.owner_references = Some(vec![w.owner_reference()]);
+    report.metadata.labels = Some(BTreeMap::from([
+        (LABEL_KIND.to_string(), label_value(&w.kind)),
+        (LABEL_NAME.to_string(), label_value(&w.name)),
+    ]));
+    let params = PatchParams::apply(MANAGER).force();
+    let result = async {
+        api.patch(&name, &params, &Patch::Apply(&report)).await?;
+        let body = json!({
+            "apiVersion": super::report_api_version(),
+            "kind": "ImageReport",
+            "status": status,
+        });
+        api.patch_status(&name, &params, &Patch::Apply(&body)).await
+    }
+    .await;
+    ctx.metrics
+        .reports_written
+        .with_label_values(&[if result.is_ok() { "success" } else { "error" }])
+        .inc();
+    result.map(drop)
+}
+
+/// A label value: at most 63 characters, starting and ending alphanumeric.
+fn label_value(s: &str) -> String {
+    let cut: String = s.chars().take(63).collect();
+    cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// Totals over distinct images (by manifest digest).
+fn summarize(containers: &[ContainerReport]) -> ReportSummary {
+    let mut distinct: BTreeMap<&str, &ImageFindings> = BTreeMap::new();
+    for c in containers {
+        if let Some(f) = &c.findings {
+            distinct.entry(f.digest.as_str()).or_insert(f);
+        }
+    }
+    let mut s = ReportSummary {
+        images: distinct.len() as u32,
+        ..Default::default()
+    };
+    for f in distinct.values() {
+        let a = &f.analysis;
+        s.pull_bytes += a.pull_bytes;
+        s.size_bytes += a.size_bytes;
+        s.final_bytes += a.final_bytes;
+        s.wasted_bytes += a.wasted_bytes;
+        s.reclaimable_bytes += a.reclaimable_bytes;
+        s.reclaimable_pull_bytes += a.reclaimable_pull_bytes;
+    }
+    s.efficiency = if s.size_bytes == 0 {
+        1.0
+    } else {
+        s.final_bytes as f64 / s.size_bytes as f64
+    };
+    s.pull_size = human(s.pull_bytes);
+    s.reclaimable = human(s.reclaimable_bytes);
+    s.wasted = human(s.wasted_bytes);
+    s.efficiency_percent = format!("{:.1}%", s.efficiency * 100.0);
+    s
+}
+
+fn ready_condition(
+    failed: &[(String, String, String, bool)],
+    previous: Option<&ImageReportStatus>,
+) -> Condition {
+    let (status, reason, message) = match failed.first() {
+        None => (
+            "True".to_string(),
+            "Analyzed".to_string(),
+            "every container's image was analyzed".to_string(),
+        ),
+        Some((_, reason, _, _)) => (
+            "False".to_string(),
+            reason.clone(),
+            failed
+                .iter()
+                .map(|(name, _, message, _)| format!("container {name}: {message}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    let kept_time = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Ready"))
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone());
+    Condition {
+        type_: "Ready".into(),
+        status,
+        reason,
+        message,
+        last_transition_time: kept_time.unwrap_or_else(|| Timestamp::now().to_string()),
+    }
+}
+
+/// Why one container's image has no findings.
+struct ContainerFailure {
+    reason: String,
+    message: String,
+    transient: bool,
+}
+
+async fn analyze_container(
+    ctx: &Context,
+    image: &str,
+    digest: Option<&str>,
+    platform: &Platform,
+    keyring: &Keyring,
+) -> Result<Arc<ImageFindings>, ContainerFailure> {
+    let reference: Reference = image.parse().map_err(|e| ContainerFailure {
+        reason: "InvalidReference".into(),
+        message: format!("{image}: not a valid image reference: {e}"),
+        transient: false,
+    })?;
+    let credentials: Vec<_> = keyring
+        .lookup(reference.registry(), reference.repository())
+        .into_iter()
+        .cloned()
+        .collect();
+    let fetch_from = |r: &Reference| match ctx.config.mirrors.get(r.registry()) {
+        Some(mirror) => match r.digest() {
+            Some(d) => Reference::with_digest(mirror.clone(), r.repository().into(), d.into()),
+            None => Reference::with_tag(
+                mirror.clone(),
+                r.repository().into(),
+                r.tag().unwrap_or("latest").into(),
+            ),
+        },
+        None => r.clone(),
+    };
+    let registry_failure = |e: crate::registry::RegistryError| ContainerFailure {
+        reason: e.reason().to_string(),
+        transient: e.is_transient(),
+        message: e.to_string(),
+    };
+    // Key by digest: from the kubelet when the container runs, else resolved from the tag now.
+    let digest = match digest.or(reference.digest()) {
+        Some(d) => d.to_string(),
+        None => {
+            let tag = reference.tag().unwrap_or("latest");
+            let creds: Vec<_> = credentials.iter().collect();
+            ctx.registry
+                .manifest(&fetch_from(&reference), tag, &creds)
+                .await
+                .map_err(registry_failure)?
+                .digest
+        }
+    };
+    let target = Reference::with_digest(
+        reference.registry().to_string(),
+        reference.repository().to_string(),
+        digest,
+    );
+    let cell = ctx.image_cell(&image_key(&target, platform));
+    if let Some(f) = cell.get() {
+        ctx.metrics.cache_hits.with_label_values(&["image"]).inc();
+        return Ok(f.clone());
+    }
+    cell.get_or_try_init(|| async {
+        let _global = ctx.analysis_slots.acquire().await.expect("semaphore open");
+        let _per_registry = ctx
+            .registry_slot(target.registry())
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        let layers_before = ctx.layers.len();
+        let started = Instant::now();
+        let source = ImageSource::Registry {
+            registry: ctx.registry.clone(),
+            reference: fetch_from(&target),
+            credentials,
+        };
+        let options = ScanOptions {
+            platform: platform.clone(),
+            limits: ctx.config.limits,
+            layer_concurrency: 2,
+            progress: None,
+        };
+        let result = scan::scan(&source, &options, &ctx.layers).await;
+        let outcome = if result.is_ok() { "success" } else { "error" };
+        ctx.metrics.analyses.with_label_values(&[outcome]).inc();
+        ctx.metrics
+            .analysis_duration
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(mut scanned) => {
+                let layers = scanned.analysis.layers.len();
+                let fetched = ctx.layers.len() - layers_before;
+                if layers > fetched {
+                    ctx.metrics
+                        .cache_hits
+                        .with_label_values(&["layer"])
+                        .inc_by((layers - fetched) as u64);
+                }
+                scanned.image = target.whole();
+                tracing::info!(image = %scanned.image, platform = %platform, seconds = started.elapsed().as_secs_f64(), "analyzed");
+                Ok(Arc::new(ImageFindings::new(&scanned)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "analysis failed");
+                let transient = match &e.kind {
+                    scan::ScanErrorKind::Registry(r) => r.is_transient(),
+                    scan::ScanErrorKind::Layer(crate::analysis::LayerError::Source(_)) => true,
+                    _ => false,
+                };
+                Err(ContainerFailure {
+                    reason: e.kind.reason().to_string(),
+                    message: e.to_string(),
+                    transient,
+                })
+            }
+        }
+    })
+    .await
+    .cloned()
+}
+
+/// The platform of the Pod's Node, if it is scheduled and the Node is known.
+fn node_platform(ctx: &Context, pod: &Pod) -> Option<Platform> {
+    let node_name = pod.spec.as_ref()?.node_name.as_ref()?;
+    let node = ctx.nodes.get(&ObjectRef::new(node_name))?;
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let info = node.status.as_ref().and_then(|s| s.node_info.as_ref());
+    let os = info
+        .map(|i| i.operating_system.clone())
+        .filter(|s| !s.is_empty())
+        .or_else(|| labels.get("kubernetes.io/os").cloned())?;
+    let arch = info
+        .map(|i| i.architecture.clone())
+        .filter(|s| !s.is_empty())
+        .or_else(|| labels.get("kubernetes.io/arch").cloned())?;
+    let variant = labels
+        .get("imagebloat.dev/arch-variant")
+        .map(String::as_str);
+    Some(Platform::new(&os, &arch, variant))
+}
+
+/// Credentials for a Pod's images, as the kubelet would use them: the Pod's imagePullSecrets,
+/// then its ServiceAccount's, then the operator-wide configuration.
+async fn pull_keyring(ctx: &Context, pod: &Pod) -> Keyring {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut names: Vec<String> = spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|s| s.name.clone())
+        .collect();
+    let sa_name = spec
+        .service_account_name
+        .unwrap_or_else(|| "default".into());
+    let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &namespace);
+    match sas.get_opt(&sa_name).await {
+        Ok(Some(sa)) => names.extend(
+            sa.image_pull_secrets
+                .iter()
+                .flatten()
+                .map(|s| s.name.clone()),
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(namespace, sa_name, error = %e, "cannot read service account"),
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut ring = Keyring::default();
+    for name in names {
+        let secret = match secrets.get_opt(&name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(namespace, secret = name, error = %e, "cannot read pull secret");
+                continue;
+            }
+        };
+        let data = secret.data.unwrap_or_default();
+        let Some(bytes) = data
+            .get(".dockerconfigjson")
+            .or_else(|| data.get(".dockercfg"))
+        else {
+            continue;
+        };
+        match Keyring::from_docker_config(&bytes.0) {
+            Ok(k) => ring.extend(&k),
+            // The secret's content is never logged, only its name.
+            Err(e) => {
+                tracing::warn!(namespace, secret = name, error = %e, "unreadable pull secret")
+            }
+        }
+    }
+    ring.extend(&ctx.config.keyring);
+    ring
+}
+
+/// Whether the workload object still exists (with the same uid).
+async fn workload_exists(ctx: &Context, w: &Workload) -> bool {
+    let (group, version) = w
+        .api_version
+        .rsplit_once('/')
+        .unwrap_or(("", &w.api_version));
+    let plural = match w.kind.as_str() {
+        "Deployment" => "deployments".to_string(),
+        "StatefulSet" => "statefulsets".to_string(),
+        "DaemonSet" => "daemonsets".to_string(),
+        "ReplicaSet" => "replicasets".to_string(),
+        "Job" => "jobs".to_string(),
+        "CronJob" => "cronjobs".to_string(),
+        "Pod" => "pods".to_string(),
+        other => format!("{}s", other.to_ascii_lowercase()),
+    };
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &w.kind), &plural);
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &w.namespace, &resource);
+    match api.get_opt(&w.name).await {
+        Ok(Some(o)) => o.metadata.uid.as_deref() == Some(w.uid.as_str()),
+        Ok(None) => false,
+        // Unknown: keep the series rather than drop live data.
+        Err(_) => true,
+    }
+}

@@ -1,0 +1,58 @@
+//! The checked-in CRD is exactly what `imagebloat crd` prints.
+
+#[test]
+fn checked_in_crd_matches_the_rust_types() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imagebloat"))
+        .arg("crd")
+        .output()
+        .expect("run imagebloat crd");
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/imagereports.imagebloat.dev.yaml"
+    );
+    let checked_in = std::fs::read_to_string(path).unwrap();
+    assert!(
+        printed == checked_in,
+        "crds/imagereports.imagebloat.dev.yaml is stale: run `cargo run -- crd > crds/imagereports.imagebloat.dev.yaml`"
+    );
+}
+
+#[test]
+fn the_crd_is_what_users_and_kubectl_expect() {
+    let crd: serde_yaml::Value =
+        serde_yaml::from_str(&imagebloat::report::crd::crd_yaml()).unwrap();
+    assert_eq!(crd["spec"]["group"], "imagebloat.dev");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "ir");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_mapping());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Images",
+            "Pull Size",
+            "Reclaimable",
+            "Efficiency",
+            "Age",
+            "Wasted",
+            "Status"
+        ]
+    );
+    // Field docs reach the schema, for `kubectl explain imagereport.status`.
+    let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"];
+    assert!(
+        status["properties"]["summary"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("distinct images")
+    );
+}
