@@ -3,8 +3,10 @@
 #
 #   scripts/test.sh [ARGS...]     ARGS go to the test runner (cargo nextest run, else cargo test)
 #
-# Phases: install missing Debian packages; start the test servers (scripts/testenv.sh up, stopped
-# again on exit whatever happens); build or reuse the realistic Debian image and push it
+# Phases: install missing Debian packages; start the test servers (scripts/testenv.sh up: the
+# registries; scripts/kube-testenv.sh up: etcd, kube-apiserver, kube-controller-manager, built once
+# from Debian's source package and cached; all stopped again on exit whatever happens); build or
+# reuse the realistic Debian image and push it
 # (scripts/realistic-image.sh); then cargo fmt --check, cargo clippy -D warnings and the tests, with
 # the test environment's variables exported. The tests run even when fmt or clippy fail, so one run
 # shows everything; the exit status is the tests' status, or 1 when only fmt or clippy failed.
@@ -18,15 +20,20 @@ phase "packages"
 scripts/testenv.sh packages
 
 phase "test environment: scripts/testenv.sh up"
-trap 'phase "test environment: scripts/testenv.sh down"; scripts/testenv.sh down || true' EXIT
+trap 'phase "test environment: down"; scripts/kube-testenv.sh down || true; scripts/testenv.sh down || true' EXIT
 scripts/testenv.sh up
+
+phase "Kubernetes API server: scripts/kube-testenv.sh up (builds it once, then cached)"
+scripts/kube-testenv.sh up
 
 phase "realistic Debian image: scripts/realistic-image.sh"
 scripts/realistic-image.sh
 
 # shellcheck disable=SC1090
 source "$(scripts/testenv.sh env)"
-env | grep '^IMAGEBLOAT_' | grep -v PASSWORD | sort
+# shellcheck disable=SC1090
+source "$(scripts/kube-testenv.sh env)"
+env | grep '^IMAGEBLOAT_' | grep -v -e PASSWORD -e TOKEN | sort
 
 failed_checks=()
 

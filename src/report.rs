@@ -145,8 +145,9 @@ pub mod crd {
     #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
     #[serde(rename_all = "camelCase")]
     pub struct ImageReportStatus {
-        #[serde(default)]
-        pub summary: ReportSummary,
+        /// Totals over the workload's distinct images.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub summary: Option<ReportSummary>,
         /// One entry per container, init containers included.
         #[serde(default)]
         pub containers: Vec<ContainerReport>,

@@ -79,6 +79,8 @@ pub struct Context {
     written: Mutex<HashMap<(String, String), ImageReportStatus>>,
     /// Failures per workload, for backoff.
     failures: std::sync::Mutex<HashMap<Workload, u32>>,
+    /// The workload each live Pod (by uid) resolved to.
+    pod_workloads: std::sync::Mutex<HashMap<String, Workload>>,
 }
 
 impl Context {
@@ -236,6 +238,7 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
         registry_slots: Default::default(),
         written: Default::default(),
         failures: Default::default(),
+        pod_workloads: Default::default(),
         config,
     });
 
@@ -285,12 +288,13 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
             let mut stream = Box::pin(
                 watcher(pod_api, watch)
                     .default_backoff()
-                    .reflect(pod_writer)
-                    .touched_objects(),
+                    .reflect(pod_writer),
             );
             while let Some(event) = stream.next().await {
-                let pod = match event {
-                    Ok(pod) => pod,
+                let (pod, deleted) = match event {
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
+                    Ok(watcher::Event::Delete(pod)) => (pod, true),
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "pod watch error");
                         continue;
@@ -302,7 +306,7 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
                 if !wanted || namespace_excluded(&ctx.config, &namespace) {
                     continue;
                 }
-                enqueue_pod(&ctx, &queue, &pod);
+                enqueue_pod(&ctx, &queue, &pod, deleted);
             }
         }
     };
@@ -347,17 +351,36 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
     }
 }
 
-fn enqueue_pod(ctx: &Arc<Context>, queue: &Arc<Queue>, pod: &Pod) {
+fn enqueue_pod(ctx: &Arc<Context>, queue: &Arc<Queue>, pod: &Pod, deleted: bool) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if deleted {
+        // The owner chain may already be gone: use what the Pod resolved to while it lived.
+        let known = ctx.pod_workloads.lock().expect("pod map lock").remove(&uid);
+        if let Some(w) = known.or_else(|| ctx.workload_of(pod).ok()) {
+            queue.push(w);
+        }
+        return;
+    }
     match ctx.workload_of(pod) {
-        Ok(w) => queue.push(w),
+        Ok(w) => {
+            ctx.pod_workloads
+                .lock()
+                .expect("pod map lock")
+                .insert(uid, w.clone());
+            queue.push(w);
+        }
         Err(workload::Unresolved::Missing { kind, name }) => {
             // The owner's watch has not delivered it yet: look again shortly.
             tracing::debug!(kind, name, "owner not cached yet");
             let (ctx, queue, pod) = (ctx.clone(), queue.clone(), pod.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if let Ok(w) = ctx.workload_of(&pod) {
-                    queue.push(w);
+                if ctx
+                    .pods
+                    .get(&reflector::ObjectRef::from_obj(&pod))
+                    .is_some()
+                {
+                    enqueue_pod(&ctx, &queue, &pod, false);
                 }
             });
         }

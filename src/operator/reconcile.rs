@@ -136,11 +136,13 @@ async fn reconcile_inner(
         .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
         .cloned()
     else {
-        if !workload_exists(ctx, w).await {
-            ctx.metrics.remove_workload(&labels);
-            ctx.written.lock().await.remove(&written_key);
-            tracing::info!(namespace = %w.namespace, workload = %w.name, kind = %w.kind, "workload gone; its series are removed");
+        if workload_exists(ctx, w).await {
+            // Scaled to zero, or its Pods are being replaced: look again later.
+            return Ok(Some(Duration::from_secs(30)));
         }
+        ctx.metrics.remove_workload(&labels);
+        ctx.written.lock().await.remove(&written_key);
+        tracing::info!(namespace = %w.namespace, workload = %w.name, kind = %w.kind, "workload gone; its series are removed");
         return Ok(None);
     };
 
@@ -217,7 +219,7 @@ async fn reconcile_inner(
 
     let previous = ctx.written.lock().await.get(&written_key).cloned();
     let mut new_status = ImageReportStatus {
-        summary: summarize(&containers),
+        summary: Some(summarize(&containers)),
         containers,
         conditions: vec![ready_condition(&failed, previous.as_ref())],
     };
@@ -590,7 +592,11 @@ async fn workload_exists(ctx: &Context, w: &Workload) -> bool {
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &w.kind), &plural);
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &w.namespace, &resource);
     match api.get_opt(&w.name).await {
-        Ok(Some(o)) => o.metadata.uid.as_deref() == Some(w.uid.as_str()),
+        // Being deleted counts as gone: its Pods will not come back.
+        Ok(Some(o)) => {
+            o.metadata.uid.as_deref() == Some(w.uid.as_str())
+                && o.metadata.deletion_timestamp.is_none()
+        }
         Ok(None) => false,
         // Unknown: keep the series rather than drop live data.
         Err(_) => true,

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Starts and stops a real Kubernetes control plane for the operator tests, on 127.0.0.1 with ports
+# picked here: etcd, kube-apiserver 1.20.2 and kube-controller-manager 1.20.2 (Deployments ->
+# ReplicaSets -> Pods, garbage collection, ServiceAccounts and their tokens). No scheduler and no
+# kubelet: a test plays both (see scripts/kube-smoke.sh for how to bind a Pod and set its status).
+#
+#   scripts/kube-testenv.sh up     build or reuse the binaries (scripts/kube-build.sh), start
+#                                  everything on a fresh, empty etcd, write the env file
+#   scripts/kube-testenv.sh down   stop what `up` started (by pid file); safe to repeat
+#   scripts/kube-testenv.sh env    print the path of the env file (a sourceable list of `export` lines)
+#
+# Environment contract (written to "$KUBE/env" by `up`; $KUBE is defined below):
+#   KUBECONFIG                      a kubeconfig for the admin user (context imagebloat-test,
+#                                   namespace default), server https://127.0.0.1:PORT
+#   IMAGEBLOAT_TEST_KUBE_SERVER     https://127.0.0.1:PORT (always 127.0.0.1: the server certificate
+#                                   has no "localhost" name)
+#   IMAGEBLOAT_TEST_KUBE_TOKEN      bearer token of the admin user (group system:masters)
+#   IMAGEBLOAT_TEST_KUBE_CA         the API server's certificate bundle (PEM, self-signed CA + leaf)
+#   IMAGEBLOAT_TEST_KUBECTL         kubectl v1.35 (static binary)
+#   IMAGEBLOAT_TEST_HELM            helm v4 (static binary)
+#   IMAGEBLOAT_TEST_KUBE_LOG_DIR    etcd.log, kube-apiserver.log, kube-controller-manager.log
+#   IMAGEBLOAT_TEST_KUBE_VERSION    v1.20.2
+#   HELM_CACHE_HOME HELM_CONFIG_HOME HELM_DATA_HOME   private, empty helm directories under $KUBE
+#
+# State (certificates, keys, tokens, etcd data, logs, pid files) lives in
+#   $KUBE = ${IMAGEBLOAT_TESTENV_DIR:-${XDG_RUNTIME_DIR:-/tmp}/imagebloat-testenv-$UID}/kube
+# The parent directory belongs to scripts/testenv.sh (the registries); this script touches only kube/.
+# Start-up waits at most IMAGEBLOAT_TESTENV_KUBE_TIMEOUT seconds (default 120) per component.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+STATE="${IMAGEBLOAT_TESTENV_DIR:-${XDG_RUNTIME_DIR:-/tmp}/imagebloat-testenv-$UID}"
+KUBE="$STATE/kube"
+ENV_FILE="$KUBE/env"
+READY_TIMEOUT="${IMAGEBLOAT_TESTENV_KUBE_TIMEOUT:-120}"
+KUBE_VERSION=v1.20.2
+
+log() { printf '%s kube-testenv: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Prints N distinct free TCP ports on 127.0.0.1 (all bound at once, then released).
+free_ports() {
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks:
+    s.close()
+EOF
+}
+
+# start NAME COMMAND...: runs COMMAND detached, logs to $KUBE/log/NAME.log, pid in $KUBE/run/NAME.pid.
+start() {
+  local name="$1"
+  shift
+  setsid "$@" >"$KUBE/log/$name.log" 2>&1 </dev/null &
+  echo "$!" >"$KUBE/run/$name.pid"
+}
+
+# True when the pid in FILE is alive and still one of ours (its command line names the state dir).
+pid_is_ours() {
+  local pid
+  pid="$(cat "$1" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$KUBE/"
+}
+
+show_logs() {
+  local name
+  for name in "$@"; do
+    [ -f "$KUBE/log/$name.log" ] || continue
+    log "last lines of $KUBE/log/$name.log:"
+    tail -n 25 "$KUBE/log/$name.log" >&2 || true
+  done
+}
+
+die_up() {
+  log "error: $*"
+  show_logs etcd kube-apiserver kube-controller-manager
+  cmd_down
+  exit 1
+}
+
+# wait_for NAME DESCRIPTION URL EXPECTED_STATUS [curl args...]: polls until URL answers the status,
+# failing early when NAME's process has exited.
+wait_for() {
+  local name="$1" what="$2" url="$3" want="$4" got="" deadline
+  shift 4
+  deadline=$((SECONDS + READY_TIMEOUT))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    pid_is_ours "$KUBE/run/$name.pid" || die_up "$name exited during start-up"
+    got="$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$@" "$url" || true)"
+    [ "$got" = "$want" ] && return 0
+    sleep 0.3
+  done
+  die_up "$what: $url did not answer $want within ${READY_TIMEOUT}s (last status: ${got:-none})"
+}
+
+cmd_down() {
+  local name pidfile pid
+  [ -d "$KUBE/run" ] || { rm -f "$ENV_FILE"; return 0; }
+  for name in kube-controller-manager kube-apiserver etcd; do
+    pidfile="$KUBE/run/$name.pid"
+    [ -e "$pidfile" ] || continue
+    if pid_is_ours "$pidfile"; then
+      pid="$(cat "$pidfile")"
+      log "stopping $name (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do
+        pid_is_ours "$pidfile" || break
+        sleep 0.1
+      done
+      if pid_is_ours "$pidfile"; then
+        log "$name ignored SIGTERM for 10 s: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+    fi
+    rm -f "$pidfile"
+  done
+  rm -f "$ENV_FILE"
+}
+
+cmd_up() {
+  "$SCRIPT_DIR/kube-build.sh" >/dev/null
+  local bin
+  bin="$("$SCRIPT_DIR/kube-build.sh" bin-dir)"
+  command -v etcd >/dev/null || die "etcd missing (Debian's etcd-server; scripts/kube-build.sh installs it)"
+  command -v openssl >/dev/null || die "openssl missing"
+
+  if compgen -G "$KUBE/run/*.pid" >/dev/null; then
+    log "already up: restarting"
+    cmd_down
+  fi
+  # A fresh cluster every time: new etcd, certificates, keys and token. Only kube/ is touched.
+  mkdir -p "$STATE"
+  chmod 700 "$STATE"
+  rm -rf "${KUBE:?}"
+  mkdir -p "$KUBE/run" "$KUBE/log" "$KUBE/certs" "$KUBE/pki" "$KUBE/etcd" "$KUBE/kcm-certs" \
+    "$KUBE/helm/cache" "$KUBE/helm/config" "$KUBE/helm/data"
+  chmod 700 "$KUBE" "$KUBE/etcd"
+
+  local p_etcd p_peer p_api p_kcm token started=$SECONDS
+  read -r p_etcd p_peer p_api p_kcm <<<"$(free_ports 4)"
+  token="$(openssl rand -hex 32)"
+  printf '%s,admin,admin-uid,"system:masters"\n' "$token" >"$KUBE/pki/tokens.csv"
+  openssl genrsa -out "$KUBE/pki/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$KUBE/pki/sa.key" -pubout -out "$KUBE/pki/sa.pub" 2>/dev/null
+  chmod 600 "$KUBE/pki/sa.key" "$KUBE/pki/tokens.csv"
+
+  log "starting etcd on 127.0.0.1:$p_etcd"
+  # ETCD_UNSUPPORTED_ARCH: etcd 3.4 refuses to start on arm64 and others without it.
+  ETCD_UNSUPPORTED_ARCH="$(dpkg --print-architecture 2>/dev/null || echo amd64)" \
+    start etcd etcd --name imagebloat-test --data-dir "$KUBE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$p_etcd" --advertise-client-urls "http://127.0.0.1:$p_etcd" \
+    --listen-peer-urls "http://127.0.0.1:$p_peer" --initial-advertise-peer-urls "http://127.0.0.1:$p_peer" \
+    --initial-cluster "imagebloat-test=http://127.0.0.1:$p_peer" \
+    --snapshot-count 10000 --quota-backend-bytes 2147483648
+  wait_for etcd etcd "http://127.0.0.1:$p_etcd/health" 200
+
+  log "starting kube-apiserver $KUBE_VERSION on https://127.0.0.1:$p_api"
+  start kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$p_etcd" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$p_api" --insecure-port=0 \
+    --cert-dir="$KUBE/certs" \
+    --service-account-issuer=https://kubernetes.default.svc \
+    --service-account-key-file="$KUBE/pki/sa.pub" \
+    --service-account-signing-key-file="$KUBE/pki/sa.key" \
+    --token-auth-file="$KUBE/pki/tokens.csv" \
+    --authorization-mode=RBAC \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --endpoint-reconciler-type=none \
+    --allow-privileged=true \
+    --profiling=false
+  # The certificate appears in cert-dir only once the server has generated it.
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  while [ ! -s "$KUBE/certs/apiserver.crt" ]; do
+    pid_is_ours "$KUBE/run/kube-apiserver.pid" || die_up "kube-apiserver exited during start-up"
+    [ "$SECONDS" -lt "$deadline" ] || die_up "kube-apiserver wrote no $KUBE/certs/apiserver.crt within ${READY_TIMEOUT}s"
+    sleep 0.2
+  done
+  wait_for kube-apiserver "kube-apiserver /readyz" "https://127.0.0.1:$p_api/readyz" 200 \
+    --cacert "$KUBE/certs/apiserver.crt" -H "Authorization: Bearer $token"
+  local t_ready=$((SECONDS - started))
+
+  cat >"$KUBE/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: imagebloat-test
+  cluster:
+    server: https://127.0.0.1:$p_api
+    certificate-authority: $KUBE/certs/apiserver.crt
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: imagebloat-test
+  context:
+    cluster: imagebloat-test
+    user: admin
+    namespace: default
+current-context: imagebloat-test
+EOF
+  chmod 600 "$KUBE/kubeconfig"
+
+  # --authentication-skip-lookup: the API server has no client CA, so the configmap
+  # kube-system/extension-apiserver-authentication never exists and the lookup only logs errors.
+  log "starting kube-controller-manager $KUBE_VERSION (health on https://127.0.0.1:$p_kcm)"
+  start kube-controller-manager "$bin/kube-controller-manager" \
+    --kubeconfig="$KUBE/kubeconfig" \
+    --authentication-kubeconfig="$KUBE/kubeconfig" --authorization-kubeconfig="$KUBE/kubeconfig" \
+    --authentication-skip-lookup \
+    --bind-address=127.0.0.1 --secure-port="$p_kcm" --port=0 --cert-dir="$KUBE/kcm-certs" \
+    --use-service-account-credentials=false --leader-elect=false \
+    --controllers='*,-nodelifecycle' \
+    --service-account-private-key-file="$KUBE/pki/sa.key" \
+    --root-ca-file="$KUBE/certs/apiserver.crt" \
+    --profiling=false
+  wait_for kube-controller-manager "kube-controller-manager /healthz" "https://127.0.0.1:$p_kcm/healthz" 200 -k
+  # The controllers really work once the default namespace has its ServiceAccount (and token).
+  wait_for kube-controller-manager "the default ServiceAccount" \
+    "https://127.0.0.1:$p_api/api/v1/namespaces/default/serviceaccounts/default" 200 \
+    --cacert "$KUBE/certs/apiserver.crt" -H "Authorization: Bearer $token"
+
+  cat >"$ENV_FILE" <<EOF
+export KUBECONFIG='$KUBE/kubeconfig'
+export IMAGEBLOAT_TEST_KUBE_SERVER='https://127.0.0.1:$p_api'
+export IMAGEBLOAT_TEST_KUBE_TOKEN='$token'
+export IMAGEBLOAT_TEST_KUBE_CA='$KUBE/certs/apiserver.crt'
+export IMAGEBLOAT_TEST_KUBECTL='$bin/kubectl'
+export IMAGEBLOAT_TEST_HELM='$bin/helm'
+export IMAGEBLOAT_TEST_KUBE_LOG_DIR='$KUBE/log'
+export IMAGEBLOAT_TEST_KUBE_VERSION='$KUBE_VERSION'
+export HELM_CACHE_HOME='$KUBE/helm/cache'
+export HELM_CONFIG_HOME='$KUBE/helm/config'
+export HELM_DATA_HOME='$KUBE/helm/data'
+EOF
+  log "up in $((SECONDS - started)) s (/readyz after ${t_ready} s); env file: $ENV_FILE"
+}
+
+cmd_env() {
+  [ -f "$ENV_FILE" ] || die "no env file at $ENV_FILE: run scripts/kube-testenv.sh up first"
+  echo "$ENV_FILE"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  env) cmd_env ;;
+  *)
+    echo "usage: $0 up|down|env" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,495 @@
+//! `imagebloat run` against a real kube-apiserver and kube-controller-manager
+//! (`scripts/kube-testenv.sh`), with images in the real test registry. The tests play the
+//! scheduler and the kubelet: they bind Pods to Nodes and set `containerStatuses[].imageID`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use imagebloat::report::crd::ImageReport;
+
+async fn client() -> Client {
+    env("KUBECONFIG");
+    Client::try_default()
+        .await
+        .expect("kube client from KUBECONFIG")
+}
+
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&imagebloat::report::crd::crd_yaml()).unwrap();
+    crds.patch(
+        "imagereports.imagebloat.dev",
+        &PatchParams::apply("imagebloat-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply CRD");
+    wait_for("CRD established", Duration::from_secs(30), || async {
+        let c = crds.get("imagereports.imagebloat.dev").await.ok()?;
+        c.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A namespace of this test's own, ready for Pods.
+async fn namespace(client: &Client, name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let ns = format!("{name}-{}", nanos % 100_000);
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    wait_for(
+        "default service account",
+        Duration::from_secs(30),
+        || async { sas.get_opt("default").await.ok().flatten().map(|_| ()) },
+    )
+    .await;
+    ns
+}
+
+async fn node(client: &Client, name: &str, arch: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    if nodes.get_opt(name).await.unwrap().is_none() {
+        nodes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": name, "labels": {"kubernetes.io/arch": arch, "kubernetes.io/os": "linux"}}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    nodes
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"nodeInfo": {
+                "architecture": arch, "operatingSystem": "linux",
+                "bootID": "", "containerRuntimeVersion": "", "kernelVersion": "", "kubeProxyVersion": "",
+                "kubeletVersion": "", "machineID": "", "osImage": "", "systemUUID": ""
+            }}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Binds a Pod to a Node and reports its containers running the given image IDs, as a kubelet.
+async fn run_pod(client: &Client, ns: &str, pod: &Pod, node: &str, image_ids: &[(&str, &str)]) {
+    let name = pod.metadata.name.clone().unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .is_none()
+    {
+        let binding = json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}
+        });
+        let request = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/binding"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&binding).unwrap())
+            .unwrap();
+        client.request::<Value>(request).await.expect("bind pod");
+    }
+    let spec = pod.spec.clone().unwrap();
+    let statuses = |containers: &Vec<k8s_openapi::api::core::v1::Container>| -> Vec<Value> {
+        containers
+            .iter()
+            .map(|c| {
+                let id = image_ids
+                    .iter()
+                    .find(|(n, _)| *n == c.name)
+                    .map(|(_, id)| id.to_string())
+                    .unwrap_or_default();
+                json!({"name": c.name, "image": c.image, "imageID": id, "ready": true,
+                       "restartCount": 0, "state": {"running": {}}})
+            })
+            .collect()
+    };
+    let init = spec.init_containers.clone().unwrap_or_default();
+    pods.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "phase": "Running",
+            "containerStatuses": statuses(&spec.containers),
+            "initContainerStatuses": statuses(&init),
+        }})),
+    )
+    .await
+    .expect("patch pod status");
+}
+
+/// The operator as a child process, stopped when dropped.
+struct Operator {
+    child: Child,
+    pub metrics: String,
+    log: std::path::PathBuf,
+}
+
+impl Operator {
+    fn start(namespace: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let metrics = format!("127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("imagebloat-operator-{namespace}-{port}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let reg = registry();
+        let mut args = vec![
+            "run",
+            "--metrics-addr",
+            &metrics,
+            "--insecure-registry",
+            &reg,
+            "--namespaces",
+            namespace,
+            "--retry-seconds",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let child = Command::new(env!("CARGO_BIN_EXE_imagebloat"))
+            .args(&args)
+            .env("IMAGEBLOAT_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start imagebloat run");
+        Operator {
+            child,
+            metrics,
+            log,
+        }
+    }
+
+    async fn scrape(&self) -> String {
+        match reqwest::get(format!("http://{}/metrics", self.metrics)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of one series in a scrape, matched by all the given label pairs.
+fn series(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (label_text, value) = rest.split_once("} ")?;
+        labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
+}
+
+async fn report(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    op: &Operator,
+) -> ImageReport {
+    let api: Api<ImageReport> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(r)) = api.get_opt(name).await
+            && let Some(s) = &r.status
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "report {ns}/{name} not ready within {timeout:?}; operator log:\n{}",
+            op.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn pods_of(client: &Client, ns: &str, count: usize) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        "pods created by the controller-manager",
+        Duration::from_secs(60),
+        || async {
+            let list = pods.list(&ListParams::default()).await.ok()?;
+            (list.items.len() >= count).then_some(list.items)
+        },
+    )
+    .await
+}
+
+fn deployment(
+    name: &str,
+    replicas: i32,
+    init: &[(&str, &str)],
+    containers: &[(&str, &str)],
+) -> Deployment {
+    let c = |list: &[(&str, &str)]| -> Vec<Value> {
+        list.iter()
+            .map(|(n, i)| json!({"name": n, "image": i}))
+            .collect()
+    };
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"initContainers": c(init), "containers": c(containers)}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+fn image_id(reference: &str, digest: &str) -> String {
+    let repo = reference
+        .rsplit_once(':')
+        .map(|(r, _)| r)
+        .unwrap_or(reference);
+    format!("{repo}@{digest}")
+}
+
+#[tokio::test]
+async fn deployment_with_init_and_two_containers_gets_one_exact_report_and_gauges() {
+    let client = client().await;
+    install_crd(&client).await;
+    node(&client, "e2e-amd64", "amd64").await;
+    let ns = namespace(&client, "e2e-deploy").await;
+
+    let app = ImageBuilder::new(vec![
+        Layer::new("ADD rootfs")
+            .sized("bin/app", 100_000)
+            .sized("tmp/build.tgz", 50_000),
+        Layer::new("RUN rm /tmp/build.tgz").whiteout("tmp/build.tgz"),
+    ])
+    .build();
+    let sidecar =
+        ImageBuilder::new(vec![Layer::new("ADD proxy").sized("bin/proxy", 70_000)]).build();
+    let init = ImageBuilder::new(vec![
+        Layer::new("ADD migrate")
+            .sized("bin/migrate", 30_000)
+            .sized("var/lib/apt/lists/x", 20_000),
+    ])
+    .build();
+    let app_ref = format!("{}:1", repo("e2e-app"));
+    let sidecar_ref = format!("{}:1", repo("e2e-sidecar"));
+    let init_ref = format!("{}:1", repo("e2e-init"));
+    let pusher = Pusher::plain();
+    let app_digest = pusher.push(&app, &app_ref).await;
+    let sidecar_digest = pusher.push(&sidecar, &sidecar_ref).await;
+    let init_digest = pusher.push(&init, &init_ref).await;
+
+    let op = Operator::start(&ns, &[]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let d = deployments
+        .create(
+            &PostParams::default(),
+            &deployment(
+                "web",
+                2,
+                &[("migrate", &init_ref)],
+                &[("app", &app_ref), ("proxy", &sidecar_ref)],
+            ),
+        )
+        .await
+        .unwrap();
+    for pod in pods_of(&client, &ns, 2).await {
+        run_pod(
+            &client,
+            &ns,
+            &pod,
+            "e2e-amd64",
+            &[
+                ("app", &image_id(&app_ref, &app_digest)),
+                ("proxy", &image_id(&sidecar_ref, &sidecar_digest)),
+                ("migrate", &image_id(&init_ref, &init_digest)),
+            ],
+        )
+        .await;
+    }
+
+    let r = report(&client, &ns, "deployment-web", Duration::from_secs(60), &op).await;
+    let owner = &r.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Deployment", "web")
+    );
+    assert_eq!(owner.uid, d.metadata.uid.clone().unwrap());
+    assert_eq!(owner.block_owner_deletion, Some(false));
+    let labels = r.metadata.labels.clone().unwrap();
+    assert_eq!(labels["imagebloat.dev/workload-kind"], "Deployment");
+    assert_eq!(labels["imagebloat.dev/workload-name"], "web");
+    assert_eq!(r.spec.workload.uid, d.metadata.uid.clone().unwrap());
+
+    let status = r.status.unwrap();
+    let by_name = |n: &str| status.containers.iter().find(|c| c.name == n).unwrap();
+    let migrate = by_name("migrate");
+    assert!(migrate.init);
+    let (a, s, m) = (
+        &by_name("app").findings.as_ref().unwrap().analysis,
+        &by_name("proxy").findings.as_ref().unwrap().analysis,
+        &migrate.findings.as_ref().unwrap().analysis,
+    );
+    assert_eq!(
+        (a.size_bytes, a.final_bytes, a.wasted_bytes),
+        (150_000, 100_000, 50_000)
+    );
+    assert_eq!(a.pull_bytes, app.pull_bytes());
+    assert_eq!((s.size_bytes, s.wasted_bytes), (70_000, 0));
+    assert_eq!((m.size_bytes, m.reclaimable_bytes), (50_000, 20_000));
+    assert_eq!(by_name("app").findings.as_ref().unwrap().digest, app_digest);
+    assert_eq!(status.summary.as_ref().unwrap().images, 3);
+    assert_eq!(status.summary.as_ref().unwrap().size_bytes, 270_000);
+    assert_eq!(status.summary.as_ref().unwrap().wasted_bytes, 50_000);
+    assert_eq!(
+        status.summary.as_ref().unwrap().pull_bytes,
+        app.pull_bytes() + sidecar.pull_bytes() + init.pull_bytes()
+    );
+
+    let scrape = wait_for("gauges on /metrics", Duration::from_secs(10), || async {
+        let s = op.scrape().await;
+        s.contains("imagebloat_image_wasted_bytes").then_some(s)
+    })
+    .await;
+    let labels = [
+        ("namespace", ns.as_str()),
+        ("workload_kind", "Deployment"),
+        ("workload", "web"),
+        ("container", "app"),
+    ];
+    assert_eq!(
+        series(&scrape, "imagebloat_image_wasted_bytes", &labels),
+        Some(50_000.0)
+    );
+    assert_eq!(
+        series(&scrape, "imagebloat_image_size_bytes", &labels),
+        Some(150_000.0)
+    );
+    assert_eq!(
+        series(&scrape, "imagebloat_image_pull_bytes", &labels),
+        Some(app.pull_bytes() as f64)
+    );
+    let migrate_labels = [
+        ("workload", "web"),
+        ("container", "migrate"),
+        ("category", "package-cache"),
+    ];
+    assert_eq!(
+        series(
+            &scrape,
+            "imagebloat_image_reclaimable_category_bytes",
+            &migrate_labels
+        ),
+        Some(20_000.0)
+    );
+    assert!(
+        scrape.contains(&format!("image=\"{app_ref}\"")),
+        "labelled with the Pod's image"
+    );
+
+    // Deleting the workload: the controller-manager collects the report, the operator drops
+    // the series.
+    deployments
+        .delete("web", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    for p in pods.list(&ListParams::default()).await.unwrap().items {
+        let _ = pods
+            .delete(
+                &p.metadata.name.unwrap(),
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await;
+    }
+    let reports: Api<ImageReport> = Api::namespaced(client.clone(), &ns);
+    wait_for(
+        "report garbage-collected",
+        Duration::from_secs(90),
+        || async {
+            reports
+                .get_opt("deployment-web")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for("series removed", Duration::from_secs(30), || async {
+        let s = op.scrape().await;
+        (!s.is_empty() && series(&s, "imagebloat_image_wasted_bytes", &labels).is_none())
+            .then_some(())
+    })
+    .await;
+}
