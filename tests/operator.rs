@@ -493,3 +493,374 @@ async fn deployment_with_init_and_two_containers_gets_one_exact_report_and_gauge
     })
     .await;
 }
+
+/// Creates a one-container Deployment and plays the kubelet for its Pods.
+async fn deploy_running(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    image: &str,
+    digest: &str,
+    node: &str,
+) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment(name, 1, &[], &[("main", image)]),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = format!("app={name}");
+    let pod = wait_for("pod of the deployment", Duration::from_secs(60), || async {
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?;
+        list.items.into_iter().next()
+    })
+    .await;
+    run_pod(
+        client,
+        ns,
+        &pod,
+        node,
+        &[("main", &image_id(image, digest))],
+    )
+    .await;
+}
+
+/// Blob GETs the registry served for a repository, from its access log.
+fn blob_gets(reference: &str) -> usize {
+    let repo_path = reference.split_once('/').unwrap().1;
+    let repo_path = repo_path
+        .rsplit_once(':')
+        .map(|(r, _)| r)
+        .unwrap_or(repo_path);
+    let needle = format!("\"GET /v2/{repo_path}/blobs/");
+    std::fs::read_to_string(env("IMAGEBLOAT_TEST_REGISTRY_LOG"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&needle) && l.contains("\" 200 "))
+        .count()
+}
+
+#[tokio::test]
+async fn one_image_used_by_fifty_workloads_is_downloaded_once() {
+    let client = client().await;
+    install_crd(&client).await;
+    node(&client, "e2e-amd64", "amd64").await;
+    let ns = namespace(&client, "e2e-shared").await;
+    let image = ImageBuilder::new(vec![
+        Layer::new("ADD base").sized("usr/lib/base.so", 200_000),
+        Layer::new("COPY app").sized("app/bin", 30_000),
+    ])
+    .build();
+    let reference = format!("{}:1", repo("e2e-shared"));
+    let digest = Pusher::plain().push(&image, &reference).await;
+    let op = Operator::start(&ns, &[]);
+    for i in 0..50 {
+        deploy_running(
+            &client,
+            &ns,
+            &format!("svc-{i:02}"),
+            &reference,
+            &digest,
+            "e2e-amd64",
+        )
+        .await;
+    }
+    for i in 0..50 {
+        let r = report(
+            &client,
+            &ns,
+            &format!("deployment-svc-{i:02}"),
+            Duration::from_secs(60),
+            &op,
+        )
+        .await;
+        let summary = r.status.unwrap().summary.unwrap();
+        assert_eq!(summary.size_bytes, 230_000);
+    }
+    // Two layer blobs and the config, each fetched exactly once.
+    assert_eq!(blob_gets(&reference), 3);
+}
+
+#[tokio::test]
+async fn operator_restart_reuses_reports_without_downloading() {
+    let client = client().await;
+    install_crd(&client).await;
+    node(&client, "e2e-amd64", "amd64").await;
+    let ns = namespace(&client, "e2e-restart").await;
+    let image = ImageBuilder::new(vec![Layer::new("ADD x").sized("x", 12_345)]).build();
+    let reference = format!("{}:1", repo("e2e-restart"));
+    let digest = Pusher::plain().push(&image, &reference).await;
+    let first = Operator::start(&ns, &[]);
+    deploy_running(&client, &ns, "api", &reference, &digest, "e2e-amd64").await;
+    let before = report(
+        &client,
+        &ns,
+        "deployment-api",
+        Duration::from_secs(60),
+        &first,
+    )
+    .await;
+    let fetched = blob_gets(&reference);
+    assert_eq!(fetched, 2, "layer and config");
+    drop(first);
+
+    let second = Operator::start(&ns, &[]);
+    // The restarted operator serves the same figures, from the report it found.
+    let scrape = wait_for("gauges after restart", Duration::from_secs(30), || async {
+        let s = second.scrape().await;
+        series(&s, "imagebloat_image_size_bytes", &[("workload", "api")]).map(|_| s)
+    })
+    .await;
+    assert_eq!(
+        series(
+            &scrape,
+            "imagebloat_image_size_bytes",
+            &[("workload", "api")]
+        ),
+        Some(12_345.0)
+    );
+    assert!(
+        series(
+            &scrape,
+            "imagebloat_cache_hits_total",
+            &[("cache", "image")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(blob_gets(&reference), fetched, "no blob downloaded again");
+    let after = report(
+        &client,
+        &ns,
+        "deployment-api",
+        Duration::from_secs(10),
+        &second,
+    )
+    .await;
+    assert_eq!(after.status, before.status);
+}
+
+#[tokio::test]
+async fn private_image_is_pulled_with_the_service_accounts_pull_secret() {
+    let client = client().await;
+    install_crd(&client).await;
+    node(&client, "e2e-amd64", "amd64").await;
+    let ns = namespace(&client, "e2e-private").await;
+    let reg = env("IMAGEBLOAT_TEST_REGISTRY_AUTH");
+    let (user, password) = (
+        env("IMAGEBLOAT_TEST_REGISTRY_USER"),
+        env("IMAGEBLOAT_TEST_REGISTRY_PASSWORD"),
+    );
+    let image = ImageBuilder::new(vec![Layer::new("ADD secret-app").sized("app", 4_242)]).build();
+    let reference = format!("{reg}/private/e2e:{}", std::process::id());
+    let digest = Pusher::with(
+        oci_client::client::ClientProtocol::Http,
+        oci_client::secrets::RegistryAuth::Basic(user.clone(), password.clone()),
+        vec![],
+    )
+    .push(&image, &reference)
+    .await;
+
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let config = json!({"auths": {reg.clone(): {"auth": auth}}}).to_string();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "regcred"},
+                "type": "kubernetes.io/dockerconfigjson",
+                "stringData": {".dockerconfigjson": config}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    sas.patch(
+        "default",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"imagePullSecrets": [{"name": "regcred"}]})),
+    )
+    .await
+    .unwrap();
+
+    let op = Operator::start(&ns, &["--insecure-registry", &reg]);
+    deploy_running(&client, &ns, "private", &reference, &digest, "e2e-amd64").await;
+    let r = report(
+        &client,
+        &ns,
+        "deployment-private",
+        Duration::from_secs(60),
+        &op,
+    )
+    .await;
+    let status = r.status.unwrap();
+    assert_eq!(status.summary.as_ref().unwrap().size_bytes, 4_242);
+    let text = serde_json::to_string(&status).unwrap();
+    assert!(!text.contains(&password), "no secret in the report");
+    assert!(!op.log().contains(&password), "no secret in the log");
+}
+
+#[tokio::test]
+async fn multi_arch_image_on_an_arm64_node_reports_the_arm64_manifest() {
+    let client = client().await;
+    install_crd(&client).await;
+    node(&client, "e2e-arm64", "arm64").await;
+    let ns = namespace(&client, "e2e-arm").await;
+    let amd = ImageBuilder::new(vec![Layer::new("amd").sized("bin/amd", 1_000)]).build();
+    let arm = ImageBuilder::new(vec![Layer::new("arm").sized("bin/arm", 2_000)])
+        .platform("arm64", Some("v8"))
+        .build();
+    let reference = format!("{}:multi", repo("e2e-multi"));
+    let index = Pusher::plain()
+        .push_index(
+            &[
+                (&amd, "linux", "amd64", None),
+                (&arm, "linux", "arm64", Some("v8")),
+            ],
+            &reference,
+        )
+        .await;
+    let op = Operator::start(&ns, &[]);
+    // The kubelet reports the index digest it pulled.
+    deploy_running(&client, &ns, "edge", &reference, &index, "e2e-arm64").await;
+    let r = report(
+        &client,
+        &ns,
+        "deployment-edge",
+        Duration::from_secs(60),
+        &op,
+    )
+    .await;
+    let status = r.status.unwrap();
+    let f = status.containers[0].findings.as_ref().unwrap();
+    assert_eq!(f.platform, "linux/arm64/v8");
+    assert_eq!(f.digest, arm.digest());
+    assert_eq!(f.index_digest.as_deref(), Some(index.as_str()));
+    assert_eq!(f.analysis.size_bytes, 2_000);
+}
+
+#[tokio::test]
+async fn kubectl_get_imagereports_shows_the_human_columns() {
+    let client = client().await;
+    install_crd(&client).await;
+    node(&client, "e2e-amd64", "amd64").await;
+    let ns = namespace(&client, "e2e-kubectl").await;
+    let image = ImageBuilder::new(vec![
+        Layer::new("ADD")
+            .sized("a", 1_000_000)
+            .sized("tmp/t", 500_000),
+        Layer::new("RUN rm").whiteout("tmp/t"),
+    ])
+    .build();
+    let reference = format!("{}:1", repo("e2e-kubectl"));
+    let digest = Pusher::plain().push(&image, &reference).await;
+    let op = Operator::start(&ns, &[]);
+    deploy_running(&client, &ns, "shop", &reference, &digest, "e2e-amd64").await;
+    report(
+        &client,
+        &ns,
+        "deployment-shop",
+        Duration::from_secs(60),
+        &op,
+    )
+    .await;
+
+    let kubectl = env("IMAGEBLOAT_TEST_KUBECTL");
+    let out = Command::new(&kubectl)
+        .args(["get", "imagereports", "-n", &ns])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "IMAGES",
+            "PULL",
+            "SIZE",
+            "RECLAIMABLE",
+            "EFFICIENCY",
+            "AGE"
+        ]
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(&row[..2], ["deployment-shop", "1"]);
+    assert_eq!(row[4..6], ["500.0", "kB"], "{text}");
+    assert_eq!(row[6], "66.7%", "{text}");
+
+    let out = Command::new(&kubectl)
+        .args(["get", "ir", "-n", &ns, "-o", "wide"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines().next().unwrap().contains("WASTED") && text.contains("Analyzed"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn with_two_replicas_exactly_one_writes() {
+    let client = client().await;
+    install_crd(&client).await;
+    node(&client, "e2e-amd64", "amd64").await;
+    let ns = namespace(&client, "e2e-leader").await;
+    let image = ImageBuilder::new(vec![Layer::new("ADD").sized("a", 777)]).build();
+    let reference = format!("{}:1", repo("e2e-leader"));
+    let digest = Pusher::plain().push(&image, &reference).await;
+    let lease = ["--leader-elect", "--lease-namespace", ns.as_str()];
+    let a = Operator::start(&ns, &[&lease[..], &["--identity", "replica-a"]].concat());
+    let b = Operator::start(&ns, &[&lease[..], &["--identity", "replica-b"]].concat());
+    deploy_running(&client, &ns, "one", &reference, &digest, "e2e-amd64").await;
+    report(&client, &ns, "deployment-one", Duration::from_secs(60), &a).await;
+    let writes = |s: &str| {
+        series(
+            s,
+            "imagebloat_reports_written_total",
+            &[("result", "success")],
+        )
+        .unwrap_or(0.0)
+    };
+    let (sa, sb) = (a.scrape().await, b.scrape().await);
+    assert!(
+        (writes(&sa) > 0.0) != (writes(&sb) > 0.0),
+        "exactly one replica writes: a={} b={}",
+        writes(&sa),
+        writes(&sb)
+    );
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &ns);
+    let holder = leases
+        .get("imagebloat-leader")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    let leader_writes = if holder == "replica-a" {
+        writes(&sa)
+    } else {
+        writes(&sb)
+    };
+    assert!(
+        leader_writes > 0.0,
+        "the Lease holder ({holder}) is the writer"
+    );
+}
