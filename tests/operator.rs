@@ -864,3 +864,123 @@ async fn with_two_replicas_exactly_one_writes() {
         "the Lease holder ({holder}) is the writer"
     );
 }
+
+/// A registry of this test's own, to stop and start again.
+struct OwnRegistry {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRegistry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = OwnRegistry {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        r.resume();
+        r
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn resume(&mut self) {
+        let config = self.dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {}\n",
+                self.dir.path().join("data").display(),
+                self.addr()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(self.addr()).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRegistry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn registry_down_shows_a_condition_then_a_correct_report_once_it_is_back() {
+    let client = client().await;
+    install_crd(&client).await;
+    node(&client, "e2e-amd64", "amd64").await;
+    let ns = namespace(&client, "e2e-down").await;
+    let mut own = OwnRegistry::start();
+    let image = ImageBuilder::new(vec![Layer::new("ADD").sized("srv", 9_999)]).build();
+    let reference = format!("{}/flaky/app:1", own.addr());
+    let digest = Pusher::plain().push(&image, &reference).await;
+    own.stop();
+
+    let addr = own.addr();
+    let op = Operator::start(
+        &ns,
+        &[
+            "--insecure-registry",
+            &addr,
+            "--retries",
+            "0",
+            "--timeout",
+            "2",
+        ],
+    );
+    deploy_running(&client, &ns, "flaky", &reference, &digest, "e2e-amd64").await;
+    let reports: Api<ImageReport> = Api::namespaced(client.clone(), &ns);
+    let condition = wait_for("a failure condition", Duration::from_secs(60), || async {
+        let r = reports.get_opt("deployment-flaky").await.ok()??;
+        let c = r
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (c.status == "False").then_some(c)
+    })
+    .await;
+    assert_eq!(condition.reason, "RegistryUnreachable");
+    assert!(
+        condition.message.contains("container main"),
+        "{}",
+        condition.message
+    );
+
+    own.resume();
+    let r = report(
+        &client,
+        &ns,
+        "deployment-flaky",
+        Duration::from_secs(60),
+        &op,
+    )
+    .await;
+    let status = r.status.unwrap();
+    assert_eq!(status.summary.unwrap().size_bytes, 9_999);
+    assert!(status.containers[0].error.is_none());
+}
