@@ -78,6 +78,9 @@ struct RunArgs {
     /// Refuse layers that decompress to more than this.
     #[arg(long, value_name = "SIZE", default_value = "64GiB")]
     max_layer_bytes: ByteSize,
+    /// Memory for layer indexes kept for images that share layers.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB")]
+    layer_cache: ByteSize,
 }
 
 /// Registry access flags shared by every command that reads registries.
@@ -443,6 +446,7 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
         },
         lease,
         retry: Duration::from_secs(args.retry_seconds.max(1)),
+        layer_cache_bytes: usize::try_from(args.layer_cache.as_u64()).unwrap_or(usize::MAX),
     })
 }
 

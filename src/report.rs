@@ -260,3 +260,103 @@ pub fn fit_report(status: &mut crd::ImageReportStatus, budget: usize) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::crd::{ContainerReport, ImageReportStatus};
+    use super::*;
+    use crate::analysis::{HiddenFile, LayerSummary, Recommendation};
+
+    fn pathological(n: usize) -> ImageFindings {
+        let long = "x".repeat(400);
+        let analysis = ImageAnalysis {
+            pull_bytes: 1,
+            size_bytes: 2,
+            final_bytes: 1,
+            wasted_bytes: 1,
+            reclaimable_bytes: 1,
+            reclaimable_pull_bytes: 1,
+            efficiency: 0.5,
+            junk_bytes: 0,
+            layers: (0..n)
+                .map(|i| LayerSummary {
+                    index: i as u32,
+                    digest: format!("sha256:{i:064}"),
+                    media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                    pull_bytes: 1,
+                    uncompressed_bytes: 1,
+                    size_bytes: 1,
+                    file_count: 1,
+                    wasted_bytes: 0,
+                    junk_bytes: 0,
+                    created_by: Some(long.clone()),
+                    skipped: None,
+                })
+                .collect(),
+            hidden_file_count: n as u64,
+            hidden_files: (0..n)
+                .map(|i| HiddenFile {
+                    path: format!("/{long}/{i}"),
+                    size_bytes: 1,
+                    layer: 0,
+                    hidden_by_layer: 1,
+                    reason: "deleted".into(),
+                })
+                .collect(),
+            categories: vec![],
+            recommendations: (0..n)
+                .map(|i| Recommendation {
+                    kind: "cleanup-in-same-layer".into(),
+                    message: format!("{long} {i}"),
+                    saved_bytes: 1,
+                    layer: Some(0),
+                    created_by: Some(long.clone()),
+                })
+                .collect(),
+            os: None,
+            base_image: None,
+            notes: vec![],
+        };
+        let mut f = ImageFindings {
+            image: "registry.example/app@sha256:0".into(),
+            digest: "sha256:0".into(),
+            index_digest: None,
+            platform: "linux/amd64".into(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            analyzer_version: ANALYZER_VERSION.into(),
+            analysis,
+        };
+        cap(&mut f.analysis);
+        f
+    }
+
+    #[test]
+    fn a_report_of_pathological_images_stays_under_64_kib() {
+        let mut status = ImageReportStatus {
+            containers: (0..8)
+                .map(|i| ContainerReport {
+                    name: format!("c{i}"),
+                    init: false,
+                    findings: Some(pathological(500)),
+                    error: None,
+                    reason: None,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let before = serde_json::to_vec(&status).unwrap().len();
+        assert!(
+            before > 64 << 10,
+            "the fixture is large to begin with: {before}"
+        );
+        fit_report(&mut status, 60 << 10);
+        let after = serde_json::to_vec(&status).unwrap().len();
+        assert!(after <= 60 << 10, "{after} bytes");
+        // Totals are kept whatever the lists lose.
+        let f = status.containers[0].findings.as_ref().unwrap();
+        assert_eq!(
+            (f.analysis.size_bytes, f.analysis.hidden_file_count),
+            (2, 500)
+        );
+    }
+}

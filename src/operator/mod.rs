@@ -58,6 +58,8 @@ pub struct Config {
     pub lease: Option<leader::LeaseConfig>,
     /// First retry delay after a failed analysis (doubles up to ten times that).
     pub retry: Duration,
+    /// Bytes of layer indexes kept for images that share layers.
+    pub layer_cache_bytes: usize,
 }
 
 /// Everything the reconciles share.
@@ -79,6 +81,8 @@ pub struct Context {
     written: Mutex<HashMap<(String, String), ImageReportStatus>>,
     /// Failures per workload, for backoff.
     failures: std::sync::Mutex<HashMap<Workload, u32>>,
+    /// Layer cache hits already counted in the metrics.
+    layer_hits_reported: std::sync::atomic::AtomicU64,
     /// The workload each live Pod (by uid) resolved to.
     pod_workloads: std::sync::Mutex<HashMap<String, Workload>>,
 }
@@ -228,7 +232,7 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
         client: client.clone(),
         registry,
         metrics: metrics.clone(),
-        layers: LayerCache::default(),
+        layers: LayerCache::with_budget(config.layer_cache_bytes),
         images: Default::default(),
         pods,
         replicasets,
@@ -239,6 +243,7 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
         written: Default::default(),
         failures: Default::default(),
         pod_workloads: Default::default(),
+        layer_hits_reported: Default::default(),
         config,
     });
 

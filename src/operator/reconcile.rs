@@ -444,7 +444,6 @@ async fn analyze_container(
             .acquire_owned()
             .await
             .expect("semaphore open");
-        let layers_before = ctx.layers.len();
         let started = Instant::now();
         let source = ImageSource::Registry {
             registry: ctx.registry.clone(),
@@ -458,6 +457,12 @@ async fn analyze_container(
             progress: None,
         };
         let result = scan::scan(&source, &options, &ctx.layers).await;
+        let hits = ctx.layers.hits();
+        let reported = ctx.layer_hits_reported.swap(hits, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics
+            .cache_hits
+            .with_label_values(&["layer"])
+            .inc_by(hits.saturating_sub(reported));
         let outcome = if result.is_ok() { "success" } else { "error" };
         ctx.metrics.analyses.with_label_values(&[outcome]).inc();
         ctx.metrics
@@ -466,14 +471,6 @@ async fn analyze_container(
             .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(mut scanned) => {
-                let layers = scanned.analysis.layers.len();
-                let fetched = ctx.layers.len() - layers_before;
-                if layers > fetched {
-                    ctx.metrics
-                        .cache_hits
-                        .with_label_values(&["layer"])
-                        .inc_by((layers - fetched) as u64);
-                }
                 scanned.image = target.whole();
                 tracing::info!(image = %scanned.image, platform = %platform, seconds = started.elapsed().as_secs_f64(), "analyzed");
                 Ok(Arc::new(ImageFindings::new(&scanned)))
