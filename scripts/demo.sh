@@ -59,15 +59,76 @@ for ref in "${REFS[@]}"; do
   show "$BIN" scan --insecure-registry "$REGISTRY" "$ref" || scan_failed=1
 done
 
-# ---- Kubernetes --------------------------------------------------------------------------------
-# The operator part of the demo goes here: start a local API server, run `imagebloat run` against
-# it with Pods that use the images pushed above, then show `kubectl get imagereports`.
+# ---- Kubernetes ----------------------------------------------------------------------------------
+# A local API server (etcd + kube-apiserver + kube-controller-manager, built once from Debian's
+# source package and cached), the operator watching a demo namespace, and one Deployment per
+# image. There is no scheduler and no kubelet here, so the demo plays both: it binds each Pod to
+# a Node and reports the image digest the Pod "runs", exactly what a kubelet would report.
+phase "Kubernetes API server: scripts/kube-testenv.sh up"
+scripts/kube-testenv.sh up
+# shellcheck disable=SC1090
+source "$(scripts/kube-testenv.sh env)"
+K="$IMAGEBLOAT_TEST_KUBECTL"
+NS=imagebloat-demo
+
+phase "operator: imagebloat run"
+"$BIN" crd | "$K" apply -f - >/dev/null
+"$K" wait --for=condition=Established crd/imagereports.imagebloat.dev --timeout=60s >/dev/null
+"$K" delete namespace "$NS" --wait=true --ignore-not-found >/dev/null 2>&1 || true
+"$K" create namespace "$NS" >/dev/null
+"$K" apply -f - >/dev/null <<NODE
+apiVersion: v1
+kind: Node
+metadata: {name: demo-node, labels: {kubernetes.io/os: linux, kubernetes.io/arch: amd64}}
+status: {nodeInfo: {architecture: amd64, operatingSystem: linux, bootID: "", containerRuntimeVersion: "", kernelVersion: "", kubeProxyVersion: "", kubeletVersion: "", machineID: "", osImage: "", systemUUID: ""}}
+NODE
+METRICS_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+OPERATOR_LOG="$IMAGEBLOAT_TESTENV_DIR/operator-demo.log"
+IMAGEBLOAT_LOG=info "$BIN" run --namespaces "$NS" --insecure-registry "$REGISTRY" \
+  --metrics-addr "127.0.0.1:$METRICS_PORT" >"$OPERATOR_LOG" 2>&1 &
+OPERATOR_PID=$!
+trap 'kill "$OPERATOR_PID" 2>/dev/null || true' EXIT
+
+for ref in "${REFS[@]}"; do
+  repo_name="$(basename "${ref%:*}")"
+  tag="${ref##*:}"
+  name="$(printf '%s-%s' "$repo_name" "$tag" | tr -c 'a-z0-9\n' '-' | cut -c1-50 | sed 's/-*$//')"
+  digest="$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$ref")"
+  "$K" create deployment "$name" -n "$NS" --image="$ref" >/dev/null
+  pod=""
+  for _ in $(seq 1 120); do
+    pod="$("$K" get pods -n "$NS" -l "app=$name" -o jsonpath='{.items[0].metadata.name}' 2>/dev/null || true)"
+    [ -n "$pod" ] && break
+    sleep 0.5
+  done
+  [ -n "$pod" ] || { echo "no Pod appeared for deployment $name" >&2; exit 1; }
+  printf '{"apiVersion":"v1","kind":"Binding","metadata":{"name":"%s"},"target":{"apiVersion":"v1","kind":"Node","name":"demo-node"}}' "$pod" |
+    "$K" create --raw "/api/v1/namespaces/$NS/pods/$pod/binding" -f - >/dev/null
+  container="$("$K" get pod "$pod" -n "$NS" -o jsonpath='{.spec.containers[0].name}')"
+  status="$(printf '{"status":{"phase":"Running","containerStatuses":[{"name":"%s","image":"%s","imageID":"%s@%s","ready":true,"restartCount":0,"state":{"running":{}}}]}}' \
+    "$container" "$ref" "${ref%:*}" "$digest")"
+  "$K" patch pod "$pod" -n "$NS" --subresource=status --type=merge -p "$status" >/dev/null
+  echo "deployment $name runs $ref"
+done
+
+echo "waiting for the reports ..."
+for _ in $(seq 1 240); do
+  ready="$("$K" get imagereports -n "$NS" -o jsonpath='{range .items[*]}{.status.conditions[0].status}{"\n"}{end}' 2>/dev/null | grep -c True || true)"
+  [ "$ready" -ge "${#REFS[@]}" ] && break
+  sleep 0.5
+done
+show "$K" get imagereports -n "$NS"
+show "$K" get imagereports -n "$NS" -o wide
+printf '\n$ curl -s http://127.0.0.1:%s/metrics | grep ^imagebloat_image_reclaimable_bytes\n' "$METRICS_PORT"
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep '^imagebloat_image_reclaimable_bytes' || true
 
 phase "done"
 cat <<EOF
-The registry is still running at $REGISTRY (images under sample/ and realistic/). Try:
+The registry ($REGISTRY) and the API server (KUBECONFIG=$KUBECONFIG) are still running;
+the operator stopped with this script (its log: $OPERATOR_LOG). Try:
   $BIN scan --insecure-registry $REGISTRY --output json $REGISTRY/sample/webapp:bloated
-Stop it with:
-  scripts/testenv.sh down
+  KUBECONFIG=$KUBECONFIG $K get imagereports -n $NS -o yaml
+Stop everything with:
+  scripts/kube-testenv.sh down; scripts/testenv.sh down
 EOF
 exit "$scan_failed"
