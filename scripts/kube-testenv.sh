@@ -92,7 +92,8 @@ wait_for() {
   shift 4
   deadline=$((SECONDS + READY_TIMEOUT))
   while [ "$SECONDS" -lt "$deadline" ]; do
-    pid_is_ours "$KUBE/run/$name.pid" || die_up "$name exited during start-up"
+    # Liveness only: right after the fork the command line may not show the state dir yet.
+    kill -0 "$(cat "$KUBE/run/$name.pid")" 2>/dev/null || die_up "$name exited during start-up"
     got="$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$@" "$url" || true)"
     [ "$got" = "$want" ] && return 0
     sleep 0.3

@@ -113,7 +113,8 @@ wait_ready() {
   shift 3
   deadline=$((SECONDS + READY_TIMEOUT))
   while [ "$SECONDS" -lt "$deadline" ]; do
-    if ! pid_is_ours "$STATE/run/$name.pid"; then
+    # Liveness only: right after the fork the command line may not show the state dir yet.
+    if ! kill -0 "$(cat "$STATE/run/$name.pid")" 2>/dev/null; then
       log "$name exited during start-up; last lines of $STATE/log/$name.log:"
       tail -n 30 "$STATE/log/$name.log" >&2 || true
       die_up "$name did not start"
