@@ -187,12 +187,15 @@ impl Queue {
     }
 }
 
-fn namespace_excluded(config: &Config, namespace: &str) -> bool {
-    config.exclude_namespaces.iter().any(|g| {
+/// Whether Pods of a namespace are watched: listed (or no list), and not excluded.
+fn watched(config: &Config, namespace: &str) -> bool {
+    let listed = config.namespaces.is_empty() || config.namespaces.iter().any(|n| n == namespace);
+    let excluded = config.exclude_namespaces.iter().any(|g| {
         globset::Glob::new(g)
             .map(|g| g.compile_matcher().is_match(namespace))
             .unwrap_or(g == namespace)
-    })
+    });
+    listed && !excluded
 }
 
 /// Runs the operator until it fails or loses leadership.
@@ -306,9 +309,7 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
                     }
                 };
                 let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-                let wanted =
-                    ctx.config.namespaces.is_empty() || ctx.config.namespaces.contains(&namespace);
-                if !wanted || namespace_excluded(&ctx.config, &namespace) {
+                if !watched(&ctx.config, &namespace) {
                     continue;
                 }
                 enqueue_pod(&ctx, &queue, &pod, deleted);
@@ -481,4 +482,39 @@ pub async fn list_reports(
 /// The API version of reports (`imagebloat.dev/v1alpha1`).
 pub fn report_api_version() -> String {
     ImageReport::api_version(&()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(include: &[&str], exclude: &[&str]) -> Config {
+        Config {
+            namespaces: include.iter().map(|s| s.to_string()).collect(),
+            exclude_namespaces: exclude.iter().map(|s| s.to_string()).collect(),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            registry: RegistryOptions::default(),
+            keyring: Keyring::default(),
+            mirrors: BTreeMap::new(),
+            default_platform: Platform::default(),
+            concurrency: 1,
+            per_registry: 1,
+            limits: LayerLimits::default(),
+            lease: None,
+            retry: Duration::from_secs(1),
+            layer_cache_bytes: 1,
+        }
+    }
+
+    #[test]
+    fn namespaces_are_filtered_by_list_and_exclusion_globs() {
+        let c = config(&[], &["kube-*", "istio-system"]);
+        assert!(watched(&c, "shop"));
+        assert!(!watched(&c, "kube-system"));
+        assert!(!watched(&c, "istio-system"));
+        let c = config(&["shop", "kube-public"], &["kube-*"]);
+        assert!(watched(&c, "shop"));
+        assert!(!watched(&c, "billing"));
+        assert!(!watched(&c, "kube-public"), "exclusion wins");
+    }
 }
