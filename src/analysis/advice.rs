@@ -149,21 +149,24 @@ pub fn advise(f: &Facts<'_>) -> Vec<Recommendation> {
             });
             if chown {
                 format!(
-                    "{} rewrites {files} files that {} shipped, only to change owner or mode; both copies ship. Use `COPY --chown`/`--chmod` (or set them where the files are made) instead of a separate RUN",
+                    "{} rewrites {} that {} shipped, only to change owner or mode; both copies ship. Use `COPY --chown`/`--chmod` (or set them where the files are made) instead of a separate RUN",
                     short(by),
+                    count(files, "file"),
                     short(layer)
                 )
             } else {
                 format!(
-                    "{} rewrites {files} files that {} shipped; both copies ship. Produce the final version once, in one step",
+                    "{} rewrites {} that {} shipped; both copies ship. Produce the final version once, in one step",
                     short(by),
+                    count(files, "file"),
                     short(layer)
                 )
             }
         } else {
             format!(
-                "{} deletes {files} files that {} created, but deleting in a later layer frees nothing. Remove them in the same RUN that creates them, or create them in a build stage",
+                "{} deletes {} that {} created, but deleting in a later layer frees nothing. Remove them in the same RUN that creates them, or create them in a build stage",
                 short(by),
+                count(files, "file"),
                 short(layer)
             )
         };
@@ -361,6 +364,15 @@ fn tool_name(t: Tool) -> &'static str {
         Tool::Cargo => "cargo",
         Tool::Gradle => "Gradle",
         Tool::Any => "build",
+    }
+}
+
+/// `1 file`, `2 files`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
