@@ -179,7 +179,7 @@ cmd_up() {
   # The certificate appears in cert-dir only once the server has generated it.
   local deadline=$((SECONDS + READY_TIMEOUT))
   while [ ! -s "$KUBE/certs/apiserver.crt" ]; do
-    pid_is_ours "$KUBE/run/kube-apiserver.pid" || die_up "kube-apiserver exited during start-up"
+    kill -0 "$(cat "$KUBE/run/kube-apiserver.pid")" 2>/dev/null || die_up "kube-apiserver exited during start-up"
     [ "$SECONDS" -lt "$deadline" ] || die_up "kube-apiserver wrote no $KUBE/certs/apiserver.crt within ${READY_TIMEOUT}s"
     sleep 0.2
   done
