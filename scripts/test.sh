@@ -43,6 +43,9 @@ cargo fmt --all -- --check || failed_checks+=("cargo fmt")
 phase "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings || failed_checks+=("cargo clippy")
 
+phase "chart, rules and dashboard: scripts/chart-check.sh --cluster"
+scripts/chart-check.sh --cluster || failed_checks+=("scripts/chart-check.sh")
+
 test_status=0
 if cargo nextest --version >/dev/null 2>&1; then
   phase "cargo nextest run --no-fail-fast $*"

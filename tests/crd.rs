@@ -56,3 +56,17 @@ fn the_crd_is_what_users_and_kubectl_expect() {
             .contains("distinct images")
     );
 }
+
+#[test]
+fn the_helm_charts_crd_is_the_same_file() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let chart = std::fs::read(format!(
+        "{root}/charts/imagebloat/crds/imagereports.imagebloat.dev.yaml"
+    ))
+    .unwrap();
+    let crds = std::fs::read(format!("{root}/crds/imagereports.imagebloat.dev.yaml")).unwrap();
+    assert!(
+        chart == crds,
+        "charts/imagebloat/crds/ is stale: run scripts/sync-chart-crd.sh"
+    );
+}
