@@ -95,7 +95,7 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(analysis_duration.clone()))
             .expect("unique metric");
-        Metrics {
+        let m = Metrics {
             image_pull_bytes: gauge(
                 &r,
                 "imagebloat_image_pull_bytes",
@@ -177,7 +177,26 @@ impl Metrics {
             ),
             registry: r,
             series: Mutex::default(),
+        };
+        // Known label values start at zero, so rates and dashboards have a series from the start
+        // rather than "no data" until the first event.
+        for result in ["success", "error"] {
+            m.analyses.with_label_values(&[result]);
+            m.reports_written.with_label_values(&[result]);
         }
+        for cache in ["image", "layer"] {
+            m.cache_hits.with_label_values(&[cache]);
+        }
+        for reason in [
+            "NotFound",
+            "Forbidden",
+            "Conflict",
+            "ApiError",
+            "ClientError",
+        ] {
+            m.reconcile_errors.with_label_values(&[reason]);
+        }
+        m
     }
 
     /// Replaces a workload's image series with these containers' findings.

@@ -984,3 +984,170 @@ async fn registry_down_shows_a_condition_then_a_correct_report_once_it_is_back()
     assert_eq!(status.summary.unwrap().size_bytes, 9_999);
     assert!(status.containers[0].error.is_none());
 }
+
+/// A real Prometheus on loopback scraping the operator every second, stopped when dropped.
+struct Prometheus {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn scraping(target: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: imagebloat\n    honor_labels: true\n    static_configs: [{{targets: ['{target}']}}]\n"
+            ),
+        )
+        .unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package `prometheus`; scripts/chart-check.sh installs it)");
+        Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    async fn query(&self, expr: &str) -> Value {
+        let url = format!("http://{}/api/v1/query", self.addr);
+        let body = reqwest::Client::new()
+            .get(url)
+            .query(&[("query", expr)])
+            .send()
+            .await
+            .expect("prometheus answers")
+            .bytes()
+            .await
+            .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn has_data(answer: &Value) -> bool {
+    match answer["data"]["resultType"].as_str() {
+        Some("vector") | Some("matrix") => answer["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        Some("scalar") => true,
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_operator() {
+    let client = client().await;
+    install_crd(&client).await;
+    node(&client, "e2e-amd64", "amd64").await;
+    let ns = namespace(&client, "e2e-prom").await;
+    let good = ImageBuilder::new(vec![
+        Layer::new("ADD")
+            .sized("bin/app", 80_000)
+            .sized("var/lib/apt/lists/p", 30_000),
+        Layer::new("RUN rm")
+            .whiteout("bin/app")
+            .sized("bin/app", 81_000),
+    ])
+    .build();
+    let reference = format!("{}:1", repo("e2e-prom"));
+    let digest = Pusher::plain().push(&good, &reference).await;
+    let op = Operator::start(&ns, &[]);
+    let prometheus = Prometheus::scraping(&op.metrics);
+    deploy_running(&client, &ns, "good", &reference, &digest, "e2e-amd64").await;
+    // A second workload whose image is missing: errors show on the dashboard too.
+    let missing = format!("{}:missing", repo("e2e-prom-missing"));
+    let fake_digest = sha256(b"no such manifest");
+    deploy_running(&client, &ns, "broken", &missing, &fake_digest, "e2e-amd64").await;
+    report(
+        &client,
+        &ns,
+        "deployment-good",
+        Duration::from_secs(60),
+        &op,
+    )
+    .await;
+
+    // Wait until Prometheus has several scrapes with the image series in them.
+    wait_for(
+        "scrapes with image series",
+        Duration::from_secs(60),
+        || async {
+            let a = prometheus
+                .query("count_over_time(imagebloat_image_pull_bytes{workload=\"good\"}[1m])")
+                .await;
+            a["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|n| *n >= 3.0)
+        },
+    )
+    .await;
+
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/dashboard-queries.py"
+        ))
+        .output()
+        .expect("dashboard-queries.py");
+    assert!(out.status.success());
+    let queries: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(queries.len() >= 20, "{} queries", queries.len());
+    let mut empty = Vec::new();
+    for q in &queries {
+        let a = prometheus.query(q).await;
+        assert_eq!(a["status"], "success", "{q}: {a}");
+        if !has_data(&a) {
+            empty.push(q.clone());
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "dashboard queries without data:\n{}",
+        empty.join("\n")
+    );
+
+    // Every alert expression evaluates (firing or not) against the same series.
+    let rules: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/prometheus/imagebloat-rules.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut alerts = 0;
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let expr = rule["expr"].as_str().unwrap();
+            let a = prometheus.query(expr).await;
+            assert_eq!(a["status"], "success", "{expr}: {a}");
+            alerts += 1;
+        }
+    }
+    assert_eq!(alerts, 5);
+}
