@@ -172,6 +172,10 @@ struct Operator {
 
 impl Operator {
     fn start(namespace: &str, extra: &[&str]) -> Self {
+        Self::start_with(namespace, extra, &[])
+    }
+
+    fn start_with(namespace: &str, extra: &[&str], vars: &[(&str, &str)]) -> Self {
         let port = free_port();
         let metrics = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("imagebloat-operator-{namespace}-{port}.log"));
@@ -189,13 +193,15 @@ impl Operator {
             "1",
         ];
         args.extend_from_slice(extra);
-        let child = Command::new(env!("CARGO_BIN_EXE_imagebloat"))
-            .args(&args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagebloat"));
+        cmd.args(&args)
             .env("IMAGEBLOAT_LOG", "info,kube=warn")
             .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start imagebloat run");
+            .stderr(file);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start imagebloat run");
         Operator {
             child,
             metrics,
@@ -1150,4 +1156,104 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_operato
         }
     }
     assert_eq!(alerts, 5);
+}
+
+#[tokio::test]
+async fn the_operator_does_its_whole_job_with_only_the_charts_rbac() {
+    let client = client().await;
+    install_crd(&client).await;
+    node(&client, "e2e-amd64", "amd64").await;
+    let release_ns = namespace(&client, "e2e-chart").await;
+    let apps = namespace(&client, "e2e-chart-apps").await;
+    let name = format!("ib-{release_ns}");
+    let helm = env("IMAGEBLOAT_TEST_HELM");
+    let out = Command::new(&helm)
+        .args([
+            "install",
+            &name,
+            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagebloat"),
+        ])
+        .args([
+            "-n",
+            &release_ns,
+            "--set",
+            &format!("fullnameOverride={name}"),
+        ])
+        .args(["--set", "leaderElection.enabled=true"])
+        .args(["--set", &format!("operator.namespaces={{{apps}}}")])
+        .output()
+        .expect("helm");
+    assert!(
+        out.status.success(),
+        "helm install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The admin kubeconfig, impersonating the chart's ServiceAccount.
+    let mut kubeconfig: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(env("KUBECONFIG")).unwrap()).unwrap();
+    let identity = format!("system:serviceaccount:{release_ns}:{name}");
+    kubeconfig["users"][0]["user"]["as"] = serde_yaml::Value::String(identity.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    let kubeconfig_path = path.to_str().unwrap().to_string();
+
+    let image = ImageBuilder::new(vec![
+        Layer::new("ADD").sized("srv", 64_000).sized("tmp/x", 6_000),
+        Layer::new("RUN rm").whiteout("tmp/x"),
+    ])
+    .build();
+    let reference = format!("{}:1", repo("e2e-chart"));
+    let digest = Pusher::plain().push(&image, &reference).await;
+    // The flags the chart's Deployment passes for leader election.
+    let lease = format!("{name}-leader");
+    let op = Operator::start_with(
+        &apps,
+        &[
+            "--leader-elect",
+            "--lease-namespace",
+            &release_ns,
+            "--lease-name",
+            &lease,
+            "--identity",
+            "chart-replica",
+        ],
+        &[("KUBECONFIG", &kubeconfig_path)],
+    );
+    deploy_running(&client, &apps, "svc", &reference, &digest, "e2e-amd64").await;
+    let r = report(
+        &client,
+        &apps,
+        "deployment-svc",
+        Duration::from_secs(60),
+        &op,
+    )
+    .await;
+    assert_eq!(r.status.unwrap().summary.unwrap().wasted_bytes, 6_000);
+    assert!(
+        !op.log().contains("Forbidden"),
+        "no call outside the role:\n{}",
+        op.log()
+    );
+
+    // Anything outside the role is refused for that identity.
+    let kubectl = env("IMAGEBLOAT_TEST_KUBECTL");
+    for forbidden in [
+        vec!["delete", "pods", "--all", "-n", apps.as_str()],
+        vec!["get", "configmaps", "-n", apps.as_str()],
+        vec!["create", "namespace", "not-allowed"],
+    ] {
+        let out = Command::new(&kubectl)
+            .args(&forbidden)
+            .args(["--kubeconfig", &kubeconfig_path])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{forbidden:?} should be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("forbidden") || err.contains("Forbidden"),
+            "{forbidden:?}: {err}"
+        );
+    }
 }
