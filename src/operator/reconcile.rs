@@ -149,16 +149,28 @@ async fn reconcile_inner(
     let platform = node_platform(ctx, &pod).unwrap_or_else(|| ctx.config.default_platform.clone());
     let keyring = pull_keyring(ctx, &pod).await;
     let spec = pod.spec.clone().unwrap_or_default();
-    let status = pod.status.clone().unwrap_or_default();
-    let image_ids = |init: bool, name: &str| {
-        let statuses = if init {
-            status.init_container_statuses.as_ref()
-        } else {
-            status.container_statuses.as_ref()
-        };
-        statuses
-            .and_then(|s| s.iter().find(|c| c.name == name))
-            .map(|c| c.image_id.clone())
+    // The digest a container runs, from the representative Pod or, when it has none yet (just
+    // created), from any sibling running the same image: no registry round trip for the tag.
+    let image_ids = |init: bool, name: &str, image: &str| {
+        pods.iter().find_map(|p| {
+            let spec = p.spec.as_ref()?;
+            let containers = if init {
+                spec.init_containers.as_ref()?
+            } else {
+                &spec.containers
+            };
+            let same_image = containers
+                .iter()
+                .any(|c| c.name == name && c.image.as_deref() == Some(image));
+            let status = p.status.as_ref()?;
+            let statuses = if init {
+                status.init_container_statuses.as_ref()
+            } else {
+                status.container_statuses.as_ref()
+            };
+            let id = &statuses?.iter().find(|c| c.name == name)?.image_id;
+            (same_image && digest_from_image_id(id).is_some()).then(|| id.clone())
+        })
     };
     let wanted: Vec<(String, bool, String, Option<String>)> = spec
         .init_containers
@@ -168,7 +180,7 @@ async fn reconcile_inner(
         .chain(spec.containers.iter().map(|c| (c, false)))
         .map(|(c, init)| {
             let image = c.image.clone().unwrap_or_default();
-            let digest = image_ids(init, &c.name)
+            let digest = image_ids(init, &c.name, &image)
                 .as_deref()
                 .and_then(digest_from_image_id)
                 .map(str::to_string);
