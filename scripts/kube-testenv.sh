@@ -8,6 +8,7 @@
 #                                  everything on a fresh, empty etcd, write the env file
 #   scripts/kube-testenv.sh down   stop what `up` started (by pid file); safe to repeat
 #   scripts/kube-testenv.sh env    print the path of the env file (a sourceable list of `export` lines)
+#   scripts/kube-testenv.sh status exit 0 when the env file exists and the API server is ready
 #
 # Environment contract (written to "$KUBE/env" by `up`; $KUBE is defined below):
 #   KUBECONFIG                      a kubeconfig for the admin user (context imagebloat-test,
@@ -249,10 +250,22 @@ cmd_env() {
   echo "$ENV_FILE"
 }
 
+cmd_status() {
+  [ -f "$ENV_FILE" ] || return 1
+  (
+    # shellcheck disable=SC1090
+    source "$ENV_FILE"
+    [ -n "${IMAGEBLOAT_TEST_KUBE_SERVER:-}" ] &&
+      [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 --cacert "$IMAGEBLOAT_TEST_KUBE_CA" \
+        -H "Authorization: Bearer $IMAGEBLOAT_TEST_KUBE_TOKEN" "$IMAGEBLOAT_TEST_KUBE_SERVER/readyz")" = 200 ]
+  )
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
+  status) cmd_status ;;
   *)
     echo "usage: $0 up|down|env" >&2
     exit 2

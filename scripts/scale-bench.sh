@@ -61,37 +61,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-registry_is_up() {
-  local env_file
-  env_file="$(scripts/testenv.sh env 2>/dev/null)" || return 1
-  (
-    # shellcheck disable=SC1090
-    source "$env_file"
-    [ -n "${IMAGEBLOAT_TEST_REGISTRY:-}" ] &&
-      [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://$IMAGEBLOAT_TEST_REGISTRY/v2/")" = 200 ]
-  )
-}
-
-kube_is_up() {
-  local env_file
-  env_file="$(scripts/kube-testenv.sh env 2>/dev/null)" || return 1
-  (
-    # shellcheck disable=SC1090
-    source "$env_file"
-    [ -n "${IMAGEBLOAT_TEST_KUBE_SERVER:-}" ] &&
-      [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 --cacert "$IMAGEBLOAT_TEST_KUBE_CA" \
-        -H "Authorization: Bearer $IMAGEBLOAT_TEST_KUBE_TOKEN" "$IMAGEBLOAT_TEST_KUBE_SERVER/readyz")" = 200 ]
-  )
-}
-
-if [ -z "$private_dir" ] && registry_is_up; then
+if [ -z "$private_dir" ] && scripts/testenv.sh status; then
   log "reusing the running registries"
 else
   log "starting the registries (scripts/testenv.sh up)"
   started_registry=1
   scripts/testenv.sh up
 fi
-if [ -z "$private_dir" ] && kube_is_up; then
+if [ -z "$private_dir" ] && scripts/kube-testenv.sh status; then
   log "reusing the running control plane"
 else
   log "starting the control plane (scripts/kube-testenv.sh up)"

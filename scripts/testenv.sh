@@ -4,6 +4,8 @@
 #   scripts/testenv.sh up     install what is missing, start everything, write the env file
 #   scripts/testenv.sh down   stop everything that `up` started (by pid file); safe to repeat
 #   scripts/testenv.sh env    print the path of the env file (a sourceable list of `export` lines)
+#   scripts/testenv.sh status exit 0 when the env file exists and registry A answers (for scripts
+#                             that reuse a running environment rather than restart it)
 #   scripts/testenv.sh packages   only install the missing Debian packages (apt-get update first
 #                                 when anything is missing); the other scripts share this list
 #
@@ -272,10 +274,21 @@ cmd_env() {
   echo "$ENV_FILE"
 }
 
+cmd_status() {
+  [ -f "$ENV_FILE" ] || return 1
+  (
+    # shellcheck disable=SC1090
+    source "$ENV_FILE"
+    [ -n "${IMAGEBLOAT_TEST_REGISTRY:-}" ] &&
+      [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://$IMAGEBLOAT_TEST_REGISTRY/v2/")" = 200 ]
+  )
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
+  status) cmd_status ;;
   packages) install_packages ;;
   *)
     echo "usage: $0 up|down|env|packages" >&2

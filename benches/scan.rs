@@ -1,0 +1,1571 @@
+//! Scan throughput and memory against the cost of decompression alone (issue #2, item 7).
+//!
+//!     cargo bench --bench scan                 # every image
+//!     cargo bench --bench scan -- big          # only images whose name contains "big"
+//!     scripts/bench.sh                         # starts the test env, builds, runs this, stops it
+//!
+//! For each image it measures, with warm page cache:
+//!   * decompress-only: every layer blob read from the OCI layout and inflated with
+//!     `flate2::read::MultiGzDecoder` (zlib-rs, runtime SIMD detection, as the crate is
+//!     configured) into a sink; one thread, layers in order; and two threads, two layers at once;
+//!   * `imagebloat scan --oci-layout DIR:TAG --output json` (the real release binary, as a child
+//!     process): wall time and the child's peak RSS (`ru_maxrss` from `wait4` for that child);
+//!   * the same scan through a registry (`--insecure-registry`), when `IMAGEBLOAT_TEST_REGISTRY`
+//!     is set (`source "$(scripts/testenv.sh env)"`): the image is pushed with skopeo first.
+//!
+//! Each measurement is the median of `IMAGEBLOAT_BENCH_REPEATS` runs (default 3). Targets:
+//! scan / decompress-only (1 thread) <= 1.25, peak RSS <= 100 MiB. This is a benchmark: it
+//! reports MISS, it never fails because of a number (only when a scan itself fails).
+//!
+//! Images:
+//!   * `realistic`: the Debian image of scripts/realistic-image.sh, from
+//!     `IMAGEBLOAT_TEST_DEBIAN_LAYOUT` (DIR:TAG) or the cache
+//!     `${XDG_CACHE_HOME:-$HOME/.cache}/imagebloat-testenv/realistic-v1:bookworm-changeset`;
+//!     skipped, with a message, when absent;
+//!   * `big`: a generated image of about `IMAGEBLOAT_BENCH_BIG_MIB` MiB uncompressed (default
+//!     1024): four gzip layers, ~40 000 small files plus large ones, text-like, binary-like and
+//!     incompressible content, then deletions, directory whiteouts, an opaque directory and
+//!     overwrites. Generated once (deterministically) into
+//!     `${XDG_CACHE_HOME:-$HOME/.cache}/imagebloat-bench/big-v1-<MiB>m` and reused.
+//!
+//! Other knobs: `IMAGEBLOAT_BENCH_BIN` (the imagebloat binary; default: `imagebloat` beside this
+//! bench's target directory, i.e. `target/release/imagebloat`; build it with
+//! `cargo build --release` first).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+const RATIO_TARGET: f64 = 1.25;
+const RSS_TARGET_MIB: f64 = 100.0;
+/// Bump when the generated image's recipe changes (the cache directory is named after it).
+const BIG_RECIPE_VERSION: u32 = 1;
+const BIG_TAG: &str = "big";
+const REALISTIC_TAG: &str = "bookworm-changeset";
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let repeats: usize = env_parse("IMAGEBLOAT_BENCH_REPEATS").unwrap_or(3).max(1);
+    let big_mib: u64 = env_parse("IMAGEBLOAT_BENCH_BIG_MIB")
+        .unwrap_or(1024)
+        .max(16);
+
+    let bin = match imagebloat_binary() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("bench scan: {e}");
+            std::process::exit(2);
+        }
+    };
+    let registry = std::env::var("IMAGEBLOAT_TEST_REGISTRY")
+        .ok()
+        .filter(|r| !r.is_empty());
+
+    println!("imagebloat scan benchmark");
+    println!("  binary:   {}", bin.display());
+    println!(
+        "  machine:  {} CPUs, load average at start {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg()
+    );
+    println!("  repeats:  {repeats} (median reported)");
+    match &registry {
+        Some(r) => println!("  registry: {r} (IMAGEBLOAT_TEST_REGISTRY)"),
+        None => println!(
+            "  registry: none (IMAGEBLOAT_TEST_REGISTRY unset: source \"$(scripts/testenv.sh env)\" to add registry scans)"
+        ),
+    }
+    println!();
+
+    let mut images = Vec::new();
+    if wanted("realistic") {
+        match realistic_layout() {
+            Some(img) => images.push(img),
+            None => println!(
+                "realistic: SKIPPED: no IMAGEBLOAT_TEST_DEBIAN_LAYOUT and no cached layout at {}; \
+                 run `scripts/testenv.sh up && scripts/realistic-image.sh` (or scripts/bench.sh)\n",
+                cache_home()
+                    .join("imagebloat-testenv/realistic-v1")
+                    .display()
+            ),
+        }
+    }
+    if wanted("big") {
+        match big_fixture(big_mib) {
+            Ok(img) => images.push(img),
+            Err(e) => {
+                eprintln!("bench scan: cannot make the generated image: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if images.is_empty() {
+        println!("no image selected");
+        return;
+    }
+
+    let mut results = Vec::new();
+    let mut failed = false;
+    for img in &images {
+        match measure(img, &bin, registry.as_deref(), repeats) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("bench scan: {}: {e}", img.name);
+                failed = true;
+            }
+        }
+    }
+    print_report(&results);
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images and their layers
+// ---------------------------------------------------------------------------------------------
+
+struct Image {
+    name: String,
+    layout: PathBuf,
+    tag: String,
+    layers: Vec<PathBuf>,
+    compressed_bytes: u64,
+    /// Expected numbers, when known independently of the scanner.
+    expected: Option<Expected>,
+}
+
+#[derive(Clone, Copy)]
+struct Expected {
+    size_bytes: u64,
+    final_bytes: u64,
+    source: &'static str,
+}
+
+fn cache_home() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache")
+        })
+}
+
+fn realistic_layout() -> Option<Image> {
+    let (dir, tag) = match std::env::var("IMAGEBLOAT_TEST_DEBIAN_LAYOUT") {
+        Ok(spec) if !spec.is_empty() => match spec.rsplit_once(':') {
+            Some((d, t)) if !t.contains('/') => (PathBuf::from(d), t.to_string()),
+            _ => (PathBuf::from(spec), REALISTIC_TAG.to_string()),
+        },
+        _ => (
+            cache_home().join("imagebloat-testenv/realistic-v1"),
+            REALISTIC_TAG.to_string(),
+        ),
+    };
+    if !dir.join("index.json").is_file() {
+        return None;
+    }
+    let mut img = match open_layout("realistic", &dir, &tag) {
+        Ok(i) => i,
+        Err(e) => {
+            println!("realistic: SKIPPED: {}: {e}\n", dir.display());
+            return None;
+        }
+    };
+    // scripts/realistic-image.sh writes numbers counted by an independent script.
+    if let Ok(path) = std::env::var("IMAGEBLOAT_TEST_DEBIAN_EXPECTED")
+        && let Ok(text) = fs::read_to_string(path)
+        && let Ok(v) = serde_json::from_str::<Value>(&text)
+        && let (Some(s), Some(f)) = (v["sizeBytes"].as_u64(), v["finalBytes"].as_u64())
+    {
+        img.expected = Some(Expected {
+            size_bytes: s,
+            final_bytes: f,
+            source: "scripts/independent_count.py",
+        });
+    }
+    Some(img)
+}
+
+/// Reads an OCI layout's manifest for `tag` and lists its (gzip) layer blobs.
+fn open_layout(name: &str, dir: &Path, tag: &str) -> Result<Image, String> {
+    let read_json = |p: PathBuf| -> Result<Value, String> {
+        let text = fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let blob = |digest: &str| -> Result<PathBuf, String> {
+        let (alg, hex) = digest
+            .split_once(':')
+            .ok_or_else(|| format!("bad digest {digest}"))?;
+        Ok(dir.join("blobs").join(alg).join(hex))
+    };
+    let index = read_json(dir.join("index.json"))?;
+    let entry = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .ok_or_else(|| format!("no manifest tagged {tag:?} in index.json"))?;
+    let mut manifest = read_json(blob(entry["digest"].as_str().unwrap_or_default())?)?;
+    if manifest.get("manifests").is_some() {
+        return Err("the tag names an index; the bench wants a single-platform image".into());
+    }
+    let mut layers = Vec::new();
+    let mut compressed_bytes = 0;
+    for layer in manifest["layers"].as_array_mut().into_iter().flatten() {
+        let media = layer["mediaType"].as_str().unwrap_or_default();
+        if !media.contains("gzip") {
+            return Err(format!(
+                "layer media type {media}: only gzip layers are benchmarked"
+            ));
+        }
+        let path = blob(layer["digest"].as_str().unwrap_or_default())?;
+        compressed_bytes += fs::metadata(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        layers.push(path);
+    }
+    Ok(Image {
+        name: name.to_string(),
+        layout: dir.to_path_buf(),
+        tag: tag.to_string(),
+        layers,
+        compressed_bytes,
+        expected: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------------------------
+
+struct Results {
+    name: String,
+    layers: usize,
+    uncompressed_bytes: u64,
+    compressed_bytes: u64,
+    decompress_1t: Samples,
+    decompress_2t: Samples,
+    layout: ScanResult,
+    registry: Option<Result<ScanResult, String>>,
+    expected: Option<Expected>,
+}
+
+#[derive(Default)]
+struct ScanResult {
+    wall: Samples,
+    peak_rss_kib: Vec<u64>,
+    findings: Value,
+}
+
+impl ScanResult {
+    fn add(&mut self, run: ChildRun) -> Result<(), String> {
+        self.wall.push((run.wall, run.cpu));
+        self.peak_rss_kib.push(run.max_rss_kib);
+        self.findings = serde_json::from_slice(&run.stdout)
+            .map_err(|e| format!("imagebloat output is not JSON: {e}"))?;
+        Ok(())
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        // The worst run: a memory target is about the peak, not the typical run.
+        self.peak_rss_kib.iter().copied().max().unwrap_or(0) as f64 / 1024.0
+    }
+}
+
+/// Wall-clock samples, each with the CPU time it used.
+#[derive(Default)]
+struct Samples(Vec<(Duration, Duration)>);
+
+impl Samples {
+    fn push(&mut self, s: (Duration, Duration)) {
+        self.0.push(s);
+    }
+    fn median_of(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    }
+    fn secs(&self) -> f64 {
+        Self::median_of(self.0.iter().map(|s| s.0).collect()).as_secs_f64()
+    }
+    fn cpu_secs(&self) -> f64 {
+        Self::median_of(self.0.iter().map(|s| s.1).collect()).as_secs_f64()
+    }
+    fn list(&self) -> String {
+        Self::fmt(self.0.iter().map(|s| s.0))
+    }
+    fn cpu_list(&self) -> String {
+        Self::fmt(self.0.iter().map(|s| s.1))
+    }
+    fn fmt(v: impl Iterator<Item = Duration>) -> String {
+        v.map(|d| format!("{:.3}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Runs `f`, returning its wall time and the CPU time this process used meanwhile.
+fn timed<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(Duration, Duration), String> {
+    let cpu = sys::self_cpu();
+    let t = Instant::now();
+    f()?;
+    Ok((t.elapsed(), sys::self_cpu().saturating_sub(cpu)))
+}
+
+fn measure(
+    img: &Image,
+    bin: &Path,
+    registry: Option<&str>,
+    repeats: usize,
+) -> Result<Results, String> {
+    println!(
+        "{}: {} layers, {:.1} MiB compressed, {}:{}",
+        img.name,
+        img.layers.len(),
+        img.compressed_bytes as f64 / MIB,
+        img.layout.display(),
+        img.tag
+    );
+    // Warm the page cache (and check the blobs inflate) before anything is timed.
+    let uncompressed_bytes = decompress_all(&img.layers, 1)?;
+
+    let layout_spec = format!("{}:{}", img.layout.display(), img.tag);
+    let layout_args = ["scan", "--oci-layout", &layout_spec, "--output", "json"];
+    let registry_ref: Option<Result<(&str, String), String>> = registry.map(|host| {
+        let reference = format!("{host}/bench/{}:{}", img.name, sanitize_tag(&img.tag));
+        push(&img.layout, &img.tag, &reference).map(|()| (host, reference))
+    });
+
+    // Interleaved, so that load from other processes hits every variant alike.
+    let mut d1 = Samples::default();
+    let mut d2 = Samples::default();
+    let mut layout = ScanResult::default();
+    let mut registry: Option<Result<ScanResult, String>> = registry_ref.as_ref().map(|r| {
+        r.as_ref()
+            .map(|_| ScanResult::default())
+            .map_err(Clone::clone)
+    });
+    for _ in 0..repeats {
+        d1.push(timed(|| decompress_all(&img.layers, 1))?);
+        d2.push(timed(|| decompress_all(&img.layers, 2))?);
+        layout.add(run_child(bin, &layout_args)?)?;
+        if let (Some(Ok((host, reference))), Some(Ok(r))) = (&registry_ref, &mut registry) {
+            let args = [
+                "scan",
+                "--insecure-registry",
+                host,
+                reference.as_str(),
+                "--output",
+                "json",
+            ];
+            if let Err(e) = run_child(bin, &args).and_then(|run| r.add(run)) {
+                registry = Some(Err(e));
+            }
+        }
+    }
+    println!(
+        "  decompress-only, 1 thread   wall (s): {}   cpu (s): {}",
+        d1.list(),
+        d1.cpu_list()
+    );
+    println!(
+        "  decompress-only, 2 threads  wall (s): {}   cpu (s): {}",
+        d2.list(),
+        d2.cpu_list()
+    );
+    println!(
+        "  scan --oci-layout           wall (s): {}   cpu (s): {}   peak RSS (MiB): {}",
+        layout.wall.list(),
+        layout.wall.cpu_list(),
+        rss_list(&layout.peak_rss_kib)
+    );
+    if let (Some(Ok((_, reference))), Some(Ok(r))) = (&registry_ref, &registry) {
+        println!(
+            "  scan (registry)             wall (s): {}   cpu (s): {}   peak RSS (MiB): {}   {reference}",
+            r.wall.list(),
+            r.wall.cpu_list(),
+            rss_list(&r.peak_rss_kib)
+        );
+    }
+    println!();
+    Ok(Results {
+        name: img.name.clone(),
+        layers: img.layers.len(),
+        uncompressed_bytes,
+        compressed_bytes: img.compressed_bytes,
+        decompress_1t: d1,
+        decompress_2t: d2,
+        layout,
+        registry,
+        expected: img.expected,
+    })
+}
+
+fn rss_list(kib: &[u64]) -> String {
+    kib.iter()
+        .map(|k| format!("{:.1}", *k as f64 / 1024.0))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn sanitize_tag(tag: &str) -> String {
+    tag.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Inflates every layer into a sink with `threads` workers, each taking the next layer in
+/// order; returns the uncompressed bytes.
+fn decompress_all(layers: &[PathBuf], threads: usize) -> Result<u64, String> {
+    let next = AtomicUsize::new(0);
+    let total = Mutex::new(Ok(0u64));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = layers.get(i) else { break };
+                    let r = decompress_one(path).map_err(|e| format!("{}: {e}", path.display()));
+                    let mut t = total.lock().unwrap();
+                    *t = match (t.clone(), r) {
+                        (Ok(a), Ok(b)) => Ok(a + b),
+                        (Err(e), _) | (_, Err(e)) => Err(e),
+                    };
+                }
+            });
+        }
+    });
+    total.into_inner().unwrap()
+}
+
+fn decompress_one(path: &Path) -> io::Result<u64> {
+    let mut decoder = flate2::read::MultiGzDecoder::new(File::open(path)?);
+    // A large output buffer: inflate's fast path wants room; io::copy's 8 KiB is slower.
+    let mut buf = vec![0u8; 256 << 10];
+    let mut sink = io::sink();
+    let mut n = 0u64;
+    loop {
+        match decoder.read(&mut buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => {
+                sink.write_all(&buf[..k])?;
+                n += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+struct ChildRun {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kib: u64,
+    stdout: Vec<u8>,
+}
+
+/// Runs the binary and reaps it with `wait4`, which reports that one child's own peak RSS
+/// (`ru_maxrss`, KiB on Linux) and CPU time, measured by the kernel: no sampling, no
+/// dependence on `/usr/bin/time`.
+fn run_child(bin: &Path, args: &[&str]) -> Result<ChildRun, String> {
+    let what = || format!("{} {}", bin.display(), args.join(" "));
+    let start = Instant::now();
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("IMAGEBLOAT_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", what()))?;
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out.read_to_end(&mut v).map(|_| v)
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let (status, usage) = sys::wait4(child.id() as i32).map_err(|e| format!("wait4: {e}"))?;
+    let wall = start.elapsed();
+    // The child is reaped: std must not wait for it again (dropping `Child` does not).
+    drop(child);
+    let stdout = reader.join().expect("reader").map_err(|e| e.to_string())?;
+    let stderr = err_reader.join().expect("reader");
+    if !sys::exited_ok(status) {
+        return Err(format!(
+            "{} failed (wait status {status:#x}): {}",
+            what(),
+            String::from_utf8_lossy(&stderr).trim()
+        ));
+    }
+    Ok(ChildRun {
+        wall,
+        cpu: usage.cpu,
+        max_rss_kib: usage.max_rss_kib,
+        stdout,
+    })
+}
+
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::io;
+    use std::time::Duration;
+
+    #[repr(C)]
+    struct Timeval {
+        tv_sec: i64,
+        tv_usec: i64,
+    }
+
+    /// `struct rusage` of 64-bit Linux.
+    #[repr(C)]
+    struct Rusage {
+        ru_utime: Timeval,
+        ru_stime: Timeval,
+        ru_maxrss: i64,
+        rest: [i64; 13],
+    }
+
+    unsafe extern "C" {
+        fn getrusage(who: i32, rusage: *mut Rusage) -> i32;
+        #[link_name = "wait4"]
+        fn c_wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
+    }
+
+    pub struct Usage {
+        pub cpu: Duration,
+        pub max_rss_kib: u64,
+    }
+
+    pub fn wait4(pid: i32) -> io::Result<(i32, Usage)> {
+        let mut status = 0i32;
+        let mut ru = empty();
+        loop {
+            // SAFETY: valid pointers to live, correctly laid out values.
+            let r = unsafe { c_wait4(pid, &mut status, 0, &mut ru) };
+            if r == pid {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok((
+            status,
+            Usage {
+                cpu: cpu_of(&ru),
+                max_rss_kib: ru.ru_maxrss as u64,
+            },
+        ))
+    }
+
+    fn empty() -> Rusage {
+        Rusage {
+            ru_utime: Timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            ru_stime: Timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            ru_maxrss: 0,
+            rest: [0; 13],
+        }
+    }
+
+    fn cpu_of(ru: &Rusage) -> Duration {
+        let tv = |t: &Timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        tv(&ru.ru_utime) + tv(&ru.ru_stime)
+    }
+
+    /// CPU time (user + system) of this process, all threads.
+    pub fn self_cpu() -> Duration {
+        let mut ru = empty();
+        // SAFETY: a valid pointer to a correctly laid out value; RUSAGE_SELF is 0.
+        unsafe { getrusage(0, &mut ru) };
+        cpu_of(&ru)
+    }
+
+    /// WIFEXITED && WEXITSTATUS == 0 (exit 1 is a failed CI gate; none is set here).
+    pub fn exited_ok(status: i32) -> bool {
+        status & 0x7f == 0 && (status >> 8) & 0xff == 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    compile_error!("the scan bench measures peak RSS with Linux's wait4");
+}
+
+fn push(layout: &Path, tag: &str, reference: &str) -> Result<(), String> {
+    let t = Instant::now();
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--insecure-policy",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .map_err(|e| format!("skopeo (apt-get install skopeo): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "skopeo copy to {reference}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    println!(
+        "  pushed to {reference} in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn imagebloat_binary() -> Result<PathBuf, String> {
+    if let Some(b) = std::env::var_os("IMAGEBLOAT_BENCH_BIN") {
+        return Ok(PathBuf::from(b));
+    }
+    // This bench runs from <target>/release/deps/scan-HASH; the CLI is <target>/release/imagebloat.
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("imagebloat")));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = beside
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| manifest.join("target/release/imagebloat"));
+    if !bin.is_file() {
+        return Err(format!(
+            "{} is missing: run `cargo build --release` first (scripts/bench.sh does)",
+            bin.display()
+        ));
+    }
+    // Warn when sources are newer than the binary: the numbers would be of old code.
+    let built = fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let newest = newest_mtime(&manifest.join("src"))
+        .into_iter()
+        .chain(["Cargo.toml", "Cargo.lock"].iter().filter_map(|f| {
+            fs::metadata(manifest.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+        }))
+        .max();
+    if let (Some(b), Some(n)) = (built, newest)
+        && n > b
+    {
+        eprintln!(
+            "bench scan: WARNING: {} is older than the sources; run `cargo build --release` for current numbers",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------
+
+fn print_report(results: &[Results]) {
+    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+    println!(
+        "Targets: scan / decompress-only (1 thread) <= {RATIO_TARGET:.2}, peak RSS <= {RSS_TARGET_MIB:.0} MiB. \
+         Times are medians in seconds; RSS is the highest of the runs."
+    );
+    let header = [
+        "image",
+        "layers",
+        "uncompr MiB",
+        "compr MiB",
+        "decomp 1T",
+        "decomp 2T",
+        "scan layout",
+        "ratio",
+        "RSS MiB",
+        "scan registry",
+        "ratio",
+        "RSS MiB",
+        "verdict",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in results {
+        let base = r.decompress_1t.secs();
+        let ratio = r.layout.wall.secs() / base;
+        let rss = r.layout.peak_rss_mib();
+        let mut ok = vec![ratio <= RATIO_TARGET, rss <= RSS_TARGET_MIB];
+        let mut verdicts = vec![
+            format!("layout ratio {}", verdict(ok[0])),
+            format!("layout RSS {}", verdict(ok[1])),
+        ];
+        let (reg_time, reg_ratio, reg_rss) = match &r.registry {
+            Some(Ok(s)) => {
+                let ratio = s.wall.secs() / base;
+                let rss = s.peak_rss_mib();
+                ok.push(ratio <= RATIO_TARGET);
+                ok.push(rss <= RSS_TARGET_MIB);
+                verdicts.push(format!("registry ratio {}", verdict(ratio <= RATIO_TARGET)));
+                verdicts.push(format!("registry RSS {}", verdict(rss <= RSS_TARGET_MIB)));
+                (
+                    format!("{:.3}", s.wall.secs()),
+                    format!("{ratio:.2}"),
+                    format!("{rss:.1}"),
+                )
+            }
+            Some(Err(_)) => ("error".into(), "-".into(), "-".into()),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        rows.push(vec![
+            r.name.clone(),
+            r.layers.to_string(),
+            format!("{:.1}", r.uncompressed_bytes as f64 / MIB),
+            format!("{:.1}", r.compressed_bytes as f64 / MIB),
+            format!("{base:.3}"),
+            format!("{:.3}", r.decompress_2t.secs()),
+            format!("{:.3}", r.layout.wall.secs()),
+            format!("{ratio:.2}"),
+            format!("{rss:.1}"),
+            reg_time,
+            reg_ratio,
+            reg_rss,
+            if ok.iter().all(|o| *o) {
+                "PASS".into()
+            } else {
+                format!("MISS ({})", verdicts.join(", "))
+            },
+        ]);
+    }
+    print_table(&rows);
+    println!();
+
+    println!(
+        "CPU time (medians, s; user + system). 'contention' is decompress-1T wall / cpu: well above \
+         1.00 means other processes took the CPU and the wall times above are unreliable."
+    );
+    let mut rows: Vec<Vec<String>> = vec![
+        [
+            "image",
+            "decomp 1T",
+            "decomp 2T",
+            "scan layout",
+            "cpu ratio",
+            "scan registry",
+            "cpu ratio",
+            "contention",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    ];
+    for r in results {
+        let base = r.decompress_1t.cpu_secs();
+        let (reg, reg_ratio) = match &r.registry {
+            Some(Ok(s)) => (
+                format!("{:.3}", s.wall.cpu_secs()),
+                format!("{:.2}", s.wall.cpu_secs() / base),
+            ),
+            _ => ("-".into(), "-".into()),
+        };
+        rows.push(vec![
+            r.name.clone(),
+            format!("{base:.3}"),
+            format!("{:.3}", r.decompress_2t.cpu_secs()),
+            format!("{:.3}", r.layout.wall.cpu_secs()),
+            format!("{:.2}", r.layout.wall.cpu_secs() / base),
+            reg,
+            reg_ratio,
+            format!("{:.2}", r.decompress_1t.secs() / base),
+        ]);
+    }
+    print_table(&rows);
+    println!();
+
+    println!("What the scans reported (from --output json; the last run of each):");
+    for r in results {
+        let mut sources = vec![("layout", &r.layout.findings)];
+        if let Some(Ok(s)) = &r.registry {
+            sources.push(("registry", &s.findings));
+        }
+        for (how, f) in sources {
+            let n = |k: &str| f[k].as_u64().unwrap_or(0);
+            println!(
+                "  {:<10} {:<8} pullBytes={} sizeBytes={} finalBytes={} wastedBytes={} efficiency={:.4} hiddenFiles={} layers={}",
+                r.name,
+                how,
+                n("pullBytes"),
+                n("sizeBytes"),
+                n("finalBytes"),
+                n("wastedBytes"),
+                f["efficiency"].as_f64().unwrap_or(0.0),
+                n("hiddenFileCount"),
+                f["layers"].as_array().map_or(0, |l| l.len()),
+            );
+        }
+        if let Some(e) = r.expected {
+            let f = &r.layout.findings;
+            let same = f["sizeBytes"].as_u64() == Some(e.size_bytes)
+                && f["finalBytes"].as_u64() == Some(e.final_bytes);
+            println!(
+                "  {:<10} expected sizeBytes={} finalBytes={} wastedBytes={} ({}): {}",
+                r.name,
+                e.size_bytes,
+                e.final_bytes,
+                e.size_bytes - e.final_bytes,
+                e.source,
+                if same { "matches" } else { "DIFFERS" }
+            );
+        }
+        if let Some(Err(e)) = &r.registry {
+            println!("  {:<10} registry scan failed: {e}", r.name);
+        }
+    }
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for (i, row) in rows.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                if c == 0 || c + 1 == cols {
+                    format!("{s:<w$}", w = widths[c])
+                } else {
+                    format!("{s:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+        if i == 0 {
+            println!(
+                "{}",
+                widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generated image
+// ---------------------------------------------------------------------------------------------
+
+/// splitmix64: fast, deterministic, good enough for synthetic content.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.next() as u128 * n as u128) >> 64) as u64
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Log-uniform in [lo, hi]: many small values, a few large ones, like file sizes.
+    fn log_uniform(&mut self, lo: u64, hi: u64) -> u64 {
+        let (a, b) = ((lo as f64).ln(), (hi as f64).ln());
+        (a + self.unit() * (b - a)).exp() as u64
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// Words from a small vocabulary: source code, docs, lists (gzip ~3x).
+    Text,
+    /// Machine-code-like: random runs, zero padding, repeated snippets (gzip ~2x).
+    Binary,
+    /// Already compressed (.gz, .deb, .png): incompressible.
+    Random,
+}
+
+/// A file's content, generated as it is read.
+struct Content {
+    rng: Rng,
+    kind: Kind,
+    left: u64,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+const VOCAB: usize = 2048;
+
+fn vocabulary() -> &'static Vec<Vec<u8>> {
+    static V: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let mut rng = Rng(0x005E_ED0F_7E47);
+        let common: &[&str] = &[
+            "the", "of", "and", "to", "in", "is", "for", "if", "return", "self", "import", "def",
+            "const", "let", "function", "var", "this", "from", "None", "true", "false", "null",
+            "=", "==", "{", "}", "(", ")", "=>", ";", "#", "//", "license", "version", "error",
+        ];
+        let mut words: Vec<Vec<u8>> = common.iter().map(|w| w.as_bytes().to_vec()).collect();
+        while words.len() < VOCAB {
+            let len = 2 + rng.below(11) as usize;
+            words.push((0..len).map(|_| b'a' + rng.below(26) as u8).collect());
+        }
+        words
+    })
+}
+
+fn snippets() -> &'static Vec<Vec<u8>> {
+    static S: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let mut rng = Rng(0xC0DE);
+        (0..256)
+            .map(|_| {
+                let len = 2 + rng.below(9) as usize;
+                (0..len).map(|_| rng.next() as u8).collect()
+            })
+            .collect()
+    })
+}
+
+impl Content {
+    fn new(seed: u64, kind: Kind, size: u64) -> Self {
+        Content {
+            rng: Rng(seed),
+            kind,
+            left: size,
+            chunk: Vec::with_capacity(70 << 10),
+            pos: 0,
+        }
+    }
+
+    fn refill(&mut self) {
+        const CHUNK: usize = 64 << 10;
+        self.chunk.clear();
+        self.pos = 0;
+        let rng = &mut self.rng;
+        match self.kind {
+            Kind::Text => {
+                let vocab = vocabulary();
+                let mut on_line = 0;
+                while self.chunk.len() < CHUNK {
+                    // Skewed towards the first words, as natural text is.
+                    let i = rng.below(VOCAB as u64).min(rng.below(VOCAB as u64)) as usize;
+                    self.chunk.extend_from_slice(&vocab[i]);
+                    on_line += 1;
+                    if on_line > 4 + rng.below(10) {
+                        self.chunk.push(b'\n');
+                        for _ in 0..rng.below(4) {
+                            self.chunk.extend_from_slice(b"    ");
+                        }
+                        on_line = 0;
+                    } else {
+                        self.chunk.push(b' ');
+                    }
+                }
+            }
+            Kind::Binary => {
+                let snippets = snippets();
+                while self.chunk.len() < CHUNK {
+                    let len = 16 + rng.below(500) as usize;
+                    match rng.below(10) {
+                        0..=2 => push_random(&mut self.chunk, rng, len),
+                        3 => self.chunk.resize(self.chunk.len() + len, 0),
+                        _ => {
+                            let end = self.chunk.len() + len;
+                            while self.chunk.len() < end {
+                                let s = &snippets[rng.below(64).min(rng.below(256)) as usize];
+                                self.chunk.extend_from_slice(s);
+                                // Operands: a random byte now and then.
+                                if rng.below(4) == 0 {
+                                    self.chunk.push(rng.next() as u8);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Kind::Random => push_random(&mut self.chunk, rng, CHUNK),
+        }
+    }
+}
+
+fn push_random(v: &mut Vec<u8>, rng: &mut Rng, len: usize) {
+    let end = v.len() + len;
+    while v.len() < end {
+        let x = rng.next().to_le_bytes();
+        let k = (end - v.len()).min(8);
+        v.extend_from_slice(&x[..k]);
+    }
+}
+
+impl Read for Content {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos == self.chunk.len() {
+            self.refill();
+        }
+        let n = buf
+            .len()
+            .min(self.chunk.len() - self.pos)
+            .min(self.left.min(usize::MAX as u64) as usize);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// One tar entry of a generated layer.
+enum Op {
+    Dir(String),
+    File {
+        path: String,
+        size: u64,
+        kind: Kind,
+        seed: u64,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    HardLink {
+        path: String,
+        target: String,
+    },
+    /// A zero-byte whiteout file (`.wh.NAME` or `.wh..wh..opq`), path as written.
+    Marker(String),
+}
+
+/// The plan of a layer, and what the overlay model expects of it.
+struct LayerPlan {
+    created_by: String,
+    ops: Vec<Op>,
+    dirs: BTreeSet<String>,
+}
+
+/// Builds the layers' entry lists while keeping an independent model of the final tree, so the
+/// scanner's sizeBytes and finalBytes can be checked.
+struct Planner {
+    rng: Rng,
+    scale: f64,
+    layers: Vec<LayerPlan>,
+    /// Live regular files: path -> size.
+    live: BTreeMap<String, u64>,
+    size_bytes: u64,
+    seed: u64,
+}
+
+impl Planner {
+    fn layer(&mut self, created_by: &str) {
+        self.layers.push(LayerPlan {
+            created_by: created_by.to_string(),
+            ops: Vec::new(),
+            dirs: BTreeSet::new(),
+        });
+    }
+
+    fn cur(&mut self) -> &mut LayerPlan {
+        self.layers.last_mut().expect("a layer")
+    }
+
+    fn parents(&mut self, path: &str) {
+        let mut prefix = String::new();
+        let parts: Vec<&str> = path.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if self.cur().dirs.insert(prefix.clone()) {
+                let d = prefix.clone();
+                self.cur().ops.push(Op::Dir(d));
+            }
+        }
+    }
+
+    fn file(&mut self, path: String, size: u64, kind: Kind) {
+        self.parents(&path);
+        self.seed += 1;
+        let seed = self.seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        self.size_bytes += size;
+        self.live.insert(path.clone(), size);
+        self.cur().ops.push(Op::File {
+            path,
+            size,
+            kind,
+            seed,
+        });
+    }
+
+    /// Files of one kind until `mib` (scaled) is reached; `name(i)` gives the i-th path.
+    fn group(
+        &mut self,
+        mib: f64,
+        lo: u64,
+        hi: u64,
+        kind: Kind,
+        name: impl Fn(usize) -> String,
+    ) -> Vec<String> {
+        let budget = (mib * self.scale * MIB) as u64;
+        let mut used = 0;
+        let mut paths = Vec::new();
+        while used < budget {
+            let size = self.rng.log_uniform(lo, hi).min(budget - used).max(1);
+            let path = name(paths.len());
+            self.file(path.clone(), size, kind);
+            paths.push(path);
+            used += size;
+        }
+        paths
+    }
+
+    fn symlink(&mut self, path: String, target: String) {
+        self.parents(&path);
+        self.cur().ops.push(Op::Symlink { path, target });
+    }
+
+    fn hard_link(&mut self, path: String, target: String) {
+        self.parents(&path);
+        self.cur().ops.push(Op::HardLink { path, target });
+    }
+
+    /// `.wh.NAME` beside `path`: removes it and everything under it.
+    fn delete(&mut self, path: &str) {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let marker = if dir.is_empty() {
+            format!(".wh.{name}")
+        } else {
+            format!("{dir}/.wh.{name}")
+        };
+        self.parents(&marker);
+        self.cur().ops.push(Op::Marker(marker));
+        let under = format!("{path}/");
+        self.live.retain(|p, _| p != path && !p.starts_with(&under));
+    }
+
+    /// `DIR/.wh..wh..opq`: hides every lower-layer entry under DIR (emitted before this layer
+    /// adds anything there).
+    fn opaque(&mut self, dir: &str) {
+        let marker = format!("{dir}/.wh..wh..opq");
+        self.parents(&marker);
+        self.cur().ops.push(Op::Marker(marker));
+        let under = format!("{dir}/");
+        self.live.retain(|p, _| !p.starts_with(&under));
+    }
+}
+
+/// The recipe. Budgets are MiB at the default 1 GiB size; `scale` stretches them.
+fn plan_big(total_mib: u64) -> Planner {
+    let mut p = Planner {
+        rng: Rng(0xB16_1A6E),
+        scale: total_mib as f64 / 1024.0,
+        layers: Vec::new(),
+        live: BTreeMap::new(),
+        size_bytes: 0,
+        seed: 0,
+    };
+    const LANGS: [&str; 12] = [
+        "de", "fr", "es", "it", "ja", "pt", "ru", "zh_CN", "pl", "nl", "sv", "ko",
+    ];
+
+    // Layer 0: a base system.
+    p.layer("bench: base system (docs, man pages, locales, python modules, libraries, tools)");
+    p.group(30.0, 400, 24 << 10, Kind::Text, |i| {
+        format!("usr/share/doc/pkg{}/copyright{}", i / 3, i % 3)
+    });
+    p.group(20.0, 300, 40 << 10, Kind::Random, |i| {
+        format!("usr/share/doc/pkg{}/changelog{}.gz", i / 2, i % 2)
+    });
+    p.group(15.0, 400, 12 << 10, Kind::Random, |i| {
+        format!("usr/share/man/man{}/cmd{i}.1.gz", 1 + i % 8)
+    });
+    p.group(40.0, 1 << 10, 120 << 10, Kind::Binary, |i| {
+        format!(
+            "usr/share/locale/{}/LC_MESSAGES/dom{}.mo",
+            LANGS[i % LANGS.len()],
+            i / LANGS.len()
+        )
+    });
+    let py = p.group(60.0, 300, 40 << 10, Kind::Text, |i| {
+        format!(
+            "usr/lib/python3/dist-packages/mod{}/file{}.py",
+            i / 25,
+            i % 25
+        )
+    });
+    let libs = p.group(110.0, 16 << 10, 3 << 20, Kind::Binary, |i| {
+        format!("usr/lib/x86_64-linux-gnu/lib{i}.so.1.0")
+    });
+    let tools = p.group(55.0, 8 << 10, 3 << 19, Kind::Binary, |i| {
+        format!("usr/bin/tool{i}")
+    });
+    p.group(1.0, 100, 4 << 10, Kind::Text, |i| {
+        format!("etc/app/app{i}.conf")
+    });
+    for (i, lib) in libs.iter().enumerate().take(100) {
+        let name = lib.rsplit('/').next().unwrap().to_string();
+        p.symlink(format!("usr/lib/x86_64-linux-gnu/lib{i}.so"), name);
+    }
+    for (i, tool) in tools.iter().enumerate().take(20) {
+        p.hard_link(format!("usr/bin/tool{i}-alias"), tool.clone());
+    }
+
+    // Layer 1: dependencies, with the package cache and a data set left behind.
+    p.layer("bench: install dependencies (apt cache and lists left, node_modules, model, corpus)");
+    p.group(50.0, 20 << 10, 8 << 20, Kind::Random, |i| {
+        format!("var/cache/apt/archives/pkg{i}.deb")
+    });
+    p.group(80.0, 50 << 10, 6 << 20, Kind::Text, |i| {
+        format!("var/lib/apt/lists/list{i}_Packages")
+    });
+    p.group(80.0, 200, 30 << 10, Kind::Text, |i| {
+        format!("opt/app/node_modules/m{}/lib/f{}.js", i / 40, i % 40)
+    });
+    let model_size = (120.0 * p.scale * MIB) as u64;
+    p.file("opt/app/models/model.bin".into(), model_size, Kind::Binary);
+    p.file(
+        "opt/app/data/corpus.txt".into(),
+        (70.0 * p.scale * MIB) as u64,
+        Kind::Text,
+    );
+
+    // Layer 2: a build step that cleans up too late and rewrites the model.
+    p.layer("bench: build; rm -rf /var/cache/apt/archives /opt/app/data/corpus.txt /usr/share/doc; retrain model");
+    p.delete("var/cache/apt/archives");
+    p.delete("opt/app/data/corpus.txt");
+    p.delete("usr/share/doc");
+    p.file("opt/app/models/model.bin".into(), model_size, Kind::Binary);
+    p.group(90.0, 1 << 10, 400 << 10, Kind::Text, |i| {
+        format!("opt/app/dist/chunk{i}.js")
+    });
+    p.group(30.0, 5 << 10, 600 << 10, Kind::Random, |i| {
+        format!("opt/app/dist/assets/img{i}.png")
+    });
+
+    // Layer 3: final touches: an opaque config directory, patched modules, logs, removed libs.
+    p.layer("bench: replace /etc/app, patch python modules, remove unused libraries, logs");
+    p.opaque("etc/app");
+    p.group(0.5, 100, 4 << 10, Kind::Text, |i| {
+        format!("etc/app/app{i}.conf")
+    });
+    let patch = (py.len() / 10).max(1);
+    for path in py.iter().step_by(py.len() / patch) {
+        let size = p.rng.log_uniform(300, 40 << 10);
+        p.file(path.clone(), size, Kind::Text);
+    }
+    // Libraries 100.. have no symlink pointing at them.
+    for lib in libs.iter().skip(100).step_by(4) {
+        p.delete(lib);
+    }
+    p.group(40.0, 1 << 20, 10 << 20, Kind::Text, |i| {
+        format!("var/log/app{i}.log")
+    });
+    p
+}
+
+/// A written layer: blob digest (hex), diff ID (hex), compressed size.
+type WrittenLayer = (String, String, u64);
+
+/// Writes one layer: tar -> sha256 (diff ID) -> gzip -> sha256 (blob digest) -> file.
+fn write_layer(plan: &LayerPlan, blobs: &Path, index: usize) -> io::Result<WrittenLayer> {
+    let tmp = blobs.join(format!(".layer{index}.tmp"));
+    let file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    let gz = GzEncoder::new(HashWriter::new(file), Compression::default());
+    let mut tar = tar::Builder::new(HashWriter::new(gz));
+    tar.mode(tar::HeaderMode::Deterministic);
+    const MTIME: u64 = 1_717_171_717;
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(MTIME);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    };
+    for op in &plan.ops {
+        match op {
+            Op::Dir(path) => {
+                let mut h = header(tar::EntryType::Directory, 0o755, 0);
+                tar.append_data(&mut h, format!("{path}/"), io::empty())?;
+            }
+            Op::File {
+                path,
+                size,
+                kind,
+                seed,
+            } => {
+                let mode = if path.starts_with("usr/bin/") {
+                    0o755
+                } else {
+                    0o644
+                };
+                let mut h = header(tar::EntryType::Regular, mode, *size);
+                tar.append_data(&mut h, path, Content::new(*seed, *kind, *size))?;
+            }
+            Op::Symlink { path, target } => {
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                tar.append_link(&mut h, path, target)?;
+            }
+            Op::HardLink { path, target } => {
+                let mut h = header(tar::EntryType::Link, 0o755, 0);
+                tar.append_link(&mut h, path, target)?;
+            }
+            Op::Marker(path) => {
+                let mut h = header(tar::EntryType::Regular, 0o644, 0);
+                tar.append_data(&mut h, path, io::empty())?;
+            }
+        }
+    }
+    let uncompressed = tar.into_inner()?;
+    let diff_id = uncompressed.hex();
+    let compressed = uncompressed.inner.finish()?;
+    let (digest, size) = (compressed.hex(), compressed.n);
+    let mut file = compressed.inner;
+    file.flush()?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    fs::rename(&tmp, blobs.join(&digest))?;
+    Ok((digest, diff_id, size))
+}
+
+struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    n: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    fn new(inner: W) -> Self {
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            n: 0,
+        }
+    }
+    fn hex(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `bytes` as a blob; returns its digest (hex) and size.
+fn write_blob(blobs: &Path, bytes: &[u8]) -> io::Result<(String, u64)> {
+    let hex = hex::encode(Sha256::digest(bytes));
+    fs::write(blobs.join(&hex), bytes)?;
+    Ok((hex, bytes.len() as u64))
+}
+
+fn big_fixture(total_mib: u64) -> Result<Image, String> {
+    let root = cache_home().join("imagebloat-bench");
+    let dir = root.join(format!("big-v{BIG_RECIPE_VERSION}-{total_mib}m"));
+    let meta_path = dir.join("imagebloat-bench.json");
+    if !meta_path.is_file() {
+        generate_big(&root, &dir, total_mib).map_err(|e| format!("{}: {e}", dir.display()))?;
+    } else {
+        println!("big: using the cached image {}", dir.display());
+    }
+    let meta: Value = serde_json::from_slice(&fs::read(&meta_path).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let mut img = open_layout("big", &dir, BIG_TAG)?;
+    img.expected = Some(Expected {
+        size_bytes: meta["sizeBytes"].as_u64().unwrap_or(0),
+        final_bytes: meta["finalBytes"].as_u64().unwrap_or(0),
+        source: "the generator's own overlay model",
+    });
+    Ok(img)
+}
+
+fn generate_big(root: &Path, dir: &Path, total_mib: u64) -> io::Result<()> {
+    let started = Instant::now();
+    println!(
+        "big: generating a ~{total_mib} MiB image into {} (once; about a minute per GiB on 2 cores)",
+        dir.display()
+    );
+    fs::create_dir_all(root)?;
+    let work = root.join(format!(".build-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&work);
+    let blobs = work.join("blobs/sha256");
+    fs::create_dir_all(&blobs)?;
+
+    for kind in [Kind::Text, Kind::Binary, Kind::Random] {
+        let sample = 8 << 20;
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        io::copy(&mut Content::new(7, kind, sample), &mut gz)?;
+        let ratio = sample as f64 / gz.finish()?.len() as f64;
+        println!("big: {kind:?} content compresses {ratio:.2}x with gzip -6");
+    }
+    let plan = plan_big(total_mib);
+    let final_bytes: u64 = plan.live.values().sum();
+
+    // Two layers at a time; results in layer order.
+    let next = AtomicUsize::new(0);
+    let written: Mutex<Vec<Option<io::Result<WrittenLayer>>>> =
+        Mutex::new((0..plan.layers.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(layer) = plan.layers.get(i) else {
+                        break;
+                    };
+                    let r = write_layer(layer, &blobs, i);
+                    written.lock().unwrap()[i] = Some(r);
+                }
+            });
+        }
+    });
+    let mut layers = Vec::new();
+    for r in written.into_inner().unwrap() {
+        layers.push(r.expect("every layer written")?);
+    }
+
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/usr/bin/tool0"]},
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|(_, d, _)| format!("sha256:{d}")).collect::<Vec<_>>()},
+        "history": plan.layers.iter().map(|l| json!({"created": "2024-05-31T16:08:37Z", "created_by": l.created_by})).collect::<Vec<_>>(),
+    });
+    let (config_digest, config_size) = write_blob(&blobs, &serde_json::to_vec(&config).unwrap())?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_digest}"), "size": config_size},
+        "layers": layers.iter().map(|(d, _, size)| json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": format!("sha256:{d}"),
+            "size": size,
+        })).collect::<Vec<_>>(),
+    });
+    let (manifest_digest, manifest_size) =
+        write_blob(&blobs, &serde_json::to_vec(&manifest).unwrap())?;
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{manifest_digest}"),
+            "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": BIG_TAG},
+            "platform": {"architecture": "amd64", "os": "linux"},
+        }],
+    });
+    fs::write(work.join("index.json"), serde_json::to_vec(&index).unwrap())?;
+    fs::write(
+        work.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    let files: usize = plan
+        .layers
+        .iter()
+        .map(|l| {
+            l.ops
+                .iter()
+                .filter(|o| matches!(o, Op::File { .. }))
+                .count()
+        })
+        .sum();
+    let meta = json!({
+        "recipeVersion": BIG_RECIPE_VERSION,
+        "targetMiB": total_mib,
+        "files": files,
+        "sizeBytes": plan.size_bytes,
+        "finalBytes": final_bytes,
+        "wastedBytes": plan.size_bytes - final_bytes,
+        "layers": layers.iter().map(|(d, diff, size)| json!({"digest": d, "diffId": diff, "size": size})).collect::<Vec<_>>(),
+    });
+    fs::write(
+        work.join("imagebloat-bench.json"),
+        serde_json::to_vec_pretty(&meta).unwrap(),
+    )?;
+    let _ = fs::remove_dir_all(dir);
+    fs::rename(&work, dir)?;
+    let compressed: u64 = layers.iter().map(|(_, _, s)| s).sum();
+    println!(
+        "big: {} files in {} layers, {:.1} MiB of file content, {:.1} MiB compressed, generated in {:.1} s",
+        files,
+        layers.len(),
+        plan.size_bytes as f64 / MIB,
+        compressed as f64 / MIB,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

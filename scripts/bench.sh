@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the scan benchmark (benches/scan.rs) end to end:
+#   1. uses the test environment when it is already up, else starts it (scripts/testenv.sh up)
+#      and stops it again at the end;
+#   2. makes sure the realistic Debian image exists and is pushed (scripts/realistic-image.sh);
+#   3. builds the release binary (cargo build --release);
+#   4. runs `cargo bench --bench scan` with the environment sourced, so registry scans are included.
+#
+#   scripts/bench.sh              every image
+#   scripts/bench.sh big          only the generated image (arguments go to the bench as filters)
+#
+# Knobs (see benches/scan.rs): IMAGEBLOAT_BENCH_REPEATS (3), IMAGEBLOAT_BENCH_BIG_MIB (1024).
+# IMAGEBLOAT_BENCH_NO_ENV=1 skips the test environment (layout scans only).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '%s bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+started_env=0
+cleanup() {
+  if [ "$started_env" = 1 ]; then
+    log "stopping the test environment this script started"
+    scripts/testenv.sh down || true
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A running environment is reused as it is (`testenv.sh up` would restart it under its user).
+if [ "${IMAGEBLOAT_BENCH_NO_ENV:-}" != 1 ]; then
+  if scripts/testenv.sh status; then
+    log "reusing the running test environment"
+  else
+    log "starting the test environment"
+    started_env=1
+    scripts/testenv.sh up
+  fi
+  env_file="$(scripts/testenv.sh env)"
+  # shellcheck disable=SC1090
+  source "$env_file"
+  if [ -z "${IMAGEBLOAT_TEST_DEBIAN_LAYOUT:-}" ]; then
+    log "building/pushing the realistic image"
+    scripts/realistic-image.sh
+    # shellcheck disable=SC1090
+    source "$env_file"
+  fi
+fi
+
+log "cargo build --release"
+cargo build --release --bin imagebloat
+
+log "cargo bench --bench scan $*"
+cargo bench --bench scan -- "$@"
