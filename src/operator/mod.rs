@@ -8,6 +8,7 @@
 
 pub mod leader;
 pub mod reconcile;
+pub mod slim;
 pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -20,7 +21,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -71,9 +72,11 @@ pub struct Context {
     pub layers: LayerCache,
     /// Findings by image key (reference with digest, and platform): each analyzed once.
     images: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ImageFindings>>>>>,
+    /// Pods, Nodes: only the fields the controller reads (see `slim`). ReplicaSets and Jobs:
+    /// metadata only (owner references), watched as such so the API server sends no more.
     pods: Store<Pod>,
-    replicasets: Store<ReplicaSet>,
-    jobs: Store<Job>,
+    replicasets: Store<PartialObjectMeta<ReplicaSet>>,
+    jobs: Store<PartialObjectMeta<Job>>,
     nodes: Store<Node>,
     analysis_slots: Semaphore,
     registry_slots: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -228,8 +231,8 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
         .with_observer(Arc::new(RegistryMetrics(metrics.clone())));
 
     let (pods, pod_writer) = reflector::store::<Pod>();
-    let (replicasets, rs_writer) = reflector::store::<ReplicaSet>();
-    let (jobs, job_writer) = reflector::store::<Job>();
+    let (replicasets, rs_writer) = reflector::store::<PartialObjectMeta<ReplicaSet>>();
+    let (jobs, job_writer) = reflector::store::<PartialObjectMeta<Job>>();
     let (nodes, node_writer) = reflector::store::<Node>();
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -253,18 +256,27 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
     let watch = watcher::Config::default().any_semantic();
     let mut side = tokio::task::JoinSet::new();
     side.spawn(drain(
-        watcher(Api::<ReplicaSet>::all(client.clone()), watch.clone())
-            .default_backoff()
-            .reflect(rs_writer),
+        watcher(
+            Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
+            watch.clone(),
+        )
+        .default_backoff()
+        .modify(|rs| slim::meta(&mut rs.metadata))
+        .reflect(rs_writer),
     ));
     side.spawn(drain(
-        watcher(Api::<Job>::all(client.clone()), watch.clone())
-            .default_backoff()
-            .reflect(job_writer),
+        watcher(
+            Api::<PartialObjectMeta<Job>>::all(client.clone()),
+            watch.clone(),
+        )
+        .default_backoff()
+        .modify(|job| slim::meta(&mut job.metadata))
+        .reflect(job_writer),
     ));
     side.spawn(drain(
         watcher(Api::<Node>::all(client.clone()), watch.clone())
             .default_backoff()
+            .modify(slim::node)
             .reflect(node_writer),
     ));
     for store in [&ctx.replicasets.clone()] {
@@ -296,6 +308,7 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
             let mut stream = Box::pin(
                 watcher(pod_api, watch)
                     .default_backoff()
+                    .modify(slim::pod)
                     .reflect(pod_writer),
             );
             while let Some(event) = stream.next().await {
