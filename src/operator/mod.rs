@@ -255,24 +255,8 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
 
     let watch = watcher::Config::default().any_semantic();
     let mut side = tokio::task::JoinSet::new();
-    side.spawn(drain(
-        watcher(
-            Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
-            watch.clone(),
-        )
-        .default_backoff()
-        .modify(|rs| slim::meta(&mut rs.metadata))
-        .reflect(rs_writer),
-    ));
-    side.spawn(drain(
-        watcher(
-            Api::<PartialObjectMeta<Job>>::all(client.clone()),
-            watch.clone(),
-        )
-        .default_backoff()
-        .modify(|job| slim::meta(&mut job.metadata))
-        .reflect(job_writer),
-    ));
+    side.spawn(owner_cache::<ReplicaSet>(&client, &watch, rs_writer));
+    side.spawn(owner_cache::<Job>(&client, &watch, job_writer));
     side.spawn(drain(
         watcher(Api::<Node>::all(client.clone()), watch.clone())
             .default_backoff()
@@ -405,6 +389,27 @@ fn enqueue_pod(ctx: &Arc<Context>, queue: &Arc<Queue>, pod: &Pod, deleted: bool)
         }
         Err(workload::Unresolved::Incomplete) => {}
     }
+}
+
+/// Keeps a metadata-only cache of `K` (ReplicaSets, Jobs): their owner references are all the
+/// controller reads, so the API server sends nothing else.
+fn owner_cache<K>(
+    client: &Client,
+    config: &watcher::Config,
+    writer: reflector::store::Writer<PartialObjectMeta<K>>,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    drain(
+        watcher(
+            Api::<PartialObjectMeta<K>>::all(client.clone()),
+            config.clone(),
+        )
+        .default_backoff()
+        .modify(|o| slim::meta(&mut o.metadata))
+        .reflect(writer),
+    )
 }
 
 async fn drain<S: futures_util::Stream + Send + 'static>(stream: S) {
