@@ -10,16 +10,25 @@
 #   scripts/kube-testenv.sh env    print the path of the env file (a sourceable list of `export` lines)
 #   scripts/kube-testenv.sh status exit 0 when the env file exists and the API server is ready
 #
+# An existing cluster instead: with IMAGEBLOAT_TEST_KUBECONFIG=FILE, `up` starts nothing. It checks
+# that the cluster FILE's current context names answers, fetches kubectl and helm (no build), and
+# writes an env file pointing at FILE; the suite then runs against that cluster (its Pods name a
+# scheduler that does not exist and are bound by the tests to Nodes they create, so no kubelet ever
+# runs them). `down` deletes what the tests created there: namespaces and Nodes labelled
+# imagebloat.dev/e2e=true. Needs cluster-admin (the tests create Nodes, CRDs and RBAC).
+#
 # Environment contract (written to "$KUBE/env" by `up`; $KUBE is defined below):
 #   KUBECONFIG                      a kubeconfig for the admin user (context imagebloat-test,
 #                                   namespace default), server https://127.0.0.1:PORT
 #   IMAGEBLOAT_TEST_KUBE_SERVER     https://127.0.0.1:PORT (always 127.0.0.1: the server certificate
-#                                   has no "localhost" name)
+#                                   has no "localhost" name); not set for an existing cluster
 #   IMAGEBLOAT_TEST_KUBE_TOKEN      bearer token of the admin user (group system:masters)
 #   IMAGEBLOAT_TEST_KUBE_CA         the API server's certificate bundle (PEM, self-signed CA + leaf)
 #   IMAGEBLOAT_TEST_KUBECTL         kubectl v1.35 (static binary)
 #   IMAGEBLOAT_TEST_HELM            helm v4 (static binary)
 #   IMAGEBLOAT_TEST_KUBE_LOG_DIR    etcd.log, kube-apiserver.log, kube-controller-manager.log
+#   IMAGEBLOAT_TEST_KUBE_EXTERNAL   1 for an existing cluster (then only KUBECONFIG, the clients,
+#                                   the version and the helm directories are set)
 #   IMAGEBLOAT_TEST_KUBE_VERSION    v1.20.2
 #   HELM_CACHE_HOME HELM_CONFIG_HOME HELM_DATA_HOME   private, empty helm directories under $KUBE
 #
@@ -102,8 +111,22 @@ wait_for() {
   die_up "$what: $url did not answer $want within ${READY_TIMEOUT}s (last status: ${got:-none})"
 }
 
+# An existing cluster: remove what the tests made there, never anything else.
+down_external() {
+  # shellcheck disable=SC1090
+  source "$ENV_FILE"
+  log "deleting the e2e namespaces and Nodes in the cluster of ${KUBECONFIG:-?}"
+  "$IMAGEBLOAT_TEST_KUBECTL" delete namespaces -l imagebloat.dev/e2e=true --wait=false >/dev/null || true
+  "$IMAGEBLOAT_TEST_KUBECTL" delete nodes -l imagebloat.dev/e2e=true --wait=false >/dev/null || true
+  rm -f "$ENV_FILE"
+}
+
 cmd_down() {
   local name pidfile pid
+  if [ -f "$ENV_FILE" ] && grep -q "^export IMAGEBLOAT_TEST_KUBE_EXTERNAL=1" "$ENV_FILE"; then
+    down_external
+    return 0
+  fi
   [ -d "$KUBE/run" ] || { rm -f "$ENV_FILE"; return 0; }
   for name in kube-controller-manager kube-apiserver etcd; do
     pidfile="$KUBE/run/$name.pid"
@@ -126,7 +149,39 @@ cmd_down() {
   rm -f "$ENV_FILE"
 }
 
+up_external() {
+  local kubeconfig="$IMAGEBLOAT_TEST_KUBECONFIG" bin version
+  [ -r "$kubeconfig" ] || die "IMAGEBLOAT_TEST_KUBECONFIG=$kubeconfig: no such readable file"
+  kubeconfig="$(cd "$(dirname "$kubeconfig")" && pwd)/$(basename "$kubeconfig")"
+  "$SCRIPT_DIR/kube-build.sh" clients >/dev/null
+  bin="$("$SCRIPT_DIR/kube-build.sh" bin-dir)"
+  cmd_down
+  mkdir -p "$STATE"
+  chmod 700 "$STATE"
+  rm -rf "${KUBE:?}"
+  mkdir -p "$KUBE/helm/cache" "$KUBE/helm/config" "$KUBE/helm/data"
+  "$bin/kubectl" --kubeconfig "$kubeconfig" get --raw /readyz >/dev/null ||
+    die "the cluster of $kubeconfig (context $("$bin/kubectl" --kubeconfig "$kubeconfig" config current-context 2>/dev/null || echo '?')) does not answer /readyz"
+  version="$("$bin/kubectl" --kubeconfig "$kubeconfig" version -o json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
+  cat >"$ENV_FILE" <<EOF
+export KUBECONFIG='$kubeconfig'
+export IMAGEBLOAT_TEST_KUBE_EXTERNAL=1
+export IMAGEBLOAT_TEST_KUBECTL='$bin/kubectl'
+export IMAGEBLOAT_TEST_HELM='$bin/helm'
+export IMAGEBLOAT_TEST_KUBE_VERSION='$version'
+export HELM_CACHE_HOME='$KUBE/helm/cache'
+export HELM_CONFIG_HOME='$KUBE/helm/config'
+export HELM_DATA_HOME='$KUBE/helm/data'
+EOF
+  log "using the existing cluster of $kubeconfig ($version); env file: $ENV_FILE"
+}
+
 cmd_up() {
+  if [ -n "${IMAGEBLOAT_TEST_KUBECONFIG:-}" ]; then
+    up_external
+    return 0
+  fi
   "$SCRIPT_DIR/kube-build.sh" >/dev/null
   local bin
   bin="$("$SCRIPT_DIR/kube-build.sh" bin-dir)"
@@ -255,6 +310,9 @@ cmd_status() {
   (
     # shellcheck disable=SC1090
     source "$ENV_FILE"
+    if [ "${IMAGEBLOAT_TEST_KUBE_EXTERNAL:-}" = 1 ]; then
+      exec "$IMAGEBLOAT_TEST_KUBECTL" get --raw /readyz >/dev/null 2>&1
+    fi
     [ -n "${IMAGEBLOAT_TEST_KUBE_SERVER:-}" ] &&
       [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 --cacert "$IMAGEBLOAT_TEST_KUBE_CA" \
         -H "Authorization: Bearer $IMAGEBLOAT_TEST_KUBE_TOKEN" "$IMAGEBLOAT_TEST_KUBE_SERVER/readyz")" = 200 ]

@@ -1,6 +1,10 @@
 //! `imagebloat run` against a real kube-apiserver and kube-controller-manager
 //! (`scripts/kube-testenv.sh`), with images in the real test registry. The tests play the
 //! scheduler and the kubelet: they bind Pods to Nodes and set `containerStatuses[].imageID`.
+//!
+//! The same suite runs against an existing cluster (`IMAGEBLOAT_TEST_KUBECONFIG`): its Pods name a
+//! scheduler that does not exist and are bound to Nodes the tests create, so no real scheduler or
+//! kubelet touches them, and everything it creates carries [`E2E_LABEL`] for clean-up.
 
 mod common;
 
@@ -16,6 +20,12 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use imagebloat::report::crd::ImageReport;
+
+/// The label on every namespace and Node the suite creates (`kube-testenv.sh down` deletes them).
+const E2E_LABEL: &str = "imagebloat.dev/e2e";
+
+/// The scheduler the suite's Pods ask for: none runs by that name, the tests bind them.
+const E2E_SCHEDULER: &str = "imagebloat-e2e";
 
 async fn client() -> Client {
     env("KUBECONFIG");
@@ -71,7 +81,8 @@ async fn namespace(client: &Client, name: &str) -> String {
     let api: Api<Namespace> = Api::all(client.clone());
     api.create(
         &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        &serde_json::from_value(json!({"metadata": {"name": ns, "labels": {E2E_LABEL: "true"}}}))
+            .unwrap(),
     )
     .await
     .unwrap();
@@ -92,7 +103,8 @@ async fn node(client: &Client, name: &str, arch: &str) {
             .create(
                 &PostParams::default(),
                 &serde_json::from_value(json!({
-                    "metadata": {"name": name, "labels": {"kubernetes.io/arch": arch, "kubernetes.io/os": "linux"}}
+                    "metadata": {"name": name, "labels": {
+                        "kubernetes.io/arch": arch, "kubernetes.io/os": "linux", E2E_LABEL: "true"}}
                 }))
                 .unwrap(),
             )
@@ -307,7 +319,11 @@ fn deployment(
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {"initContainers": c(init), "containers": c(containers)}
+                "spec": {
+                    "schedulerName": E2E_SCHEDULER,
+                    "initContainers": c(init),
+                    "containers": c(containers)
+                }
             }
         }
     }))
@@ -1180,6 +1196,8 @@ async fn the_operator_does_its_whole_job_with_only_the_charts_rbac() {
             &format!("fullnameOverride={name}"),
         ])
         .args(["--set", "leaderElection.enabled=true"])
+        // The operator under test runs here, as that identity; the chart's own Pod is not needed.
+        .args(["--set", "replicaCount=0"])
         .args(["--set", &format!("operator.namespaces={{{apps}}}")])
         .output()
         .expect("helm");
@@ -1189,9 +1207,15 @@ async fn the_operator_does_its_whole_job_with_only_the_charts_rbac() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The admin kubeconfig, impersonating the chart's ServiceAccount.
-    let mut kubeconfig: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(env("KUBECONFIG")).unwrap()).unwrap();
+    // The admin kubeconfig, self-contained (any cluster's: relative paths and several contexts
+    // resolved by kubectl), impersonating the chart's ServiceAccount.
+    let kubectl = env("IMAGEBLOAT_TEST_KUBECTL");
+    let flat = Command::new(&kubectl)
+        .args(["config", "view", "--raw", "--flatten", "--minify"])
+        .output()
+        .expect("kubectl config view");
+    assert!(flat.status.success(), "kubectl config view failed");
+    let mut kubeconfig: serde_yaml::Value = serde_yaml::from_slice(&flat.stdout).unwrap();
     let identity = format!("system:serviceaccount:{release_ns}:{name}");
     kubeconfig["users"][0]["user"]["as"] = serde_yaml::Value::String(identity.clone());
     let dir = tempfile::tempdir().unwrap();
@@ -1238,7 +1262,6 @@ async fn the_operator_does_its_whole_job_with_only_the_charts_rbac() {
     );
 
     // Anything outside the role is refused for that identity.
-    let kubectl = env("IMAGEBLOAT_TEST_KUBECTL");
     for forbidden in [
         vec!["delete", "pods", "--all", "-n", apps.as_str()],
         vec!["get", "configmaps", "-n", apps.as_str()],
@@ -1256,4 +1279,15 @@ async fn the_operator_does_its_whole_job_with_only_the_charts_rbac() {
             "{forbidden:?}: {err}"
         );
     }
+
+    // The release's cluster-scoped parts (ClusterRole and binding) leave with it.
+    let out = Command::new(&helm)
+        .args(["uninstall", &name, "-n", &release_ns])
+        .output()
+        .expect("helm");
+    assert!(
+        out.status.success(),
+        "helm uninstall: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
