@@ -88,6 +88,7 @@ pub struct Context {
     layer_hits_reported: std::sync::atomic::AtomicU64,
     /// The workload each live Pod (by uid) resolved to.
     pod_workloads: std::sync::Mutex<HashMap<String, Workload>>,
+    namespaces: NamespaceFilter,
 }
 
 impl Context {
@@ -190,19 +191,39 @@ impl Queue {
     }
 }
 
-/// Whether Pods of a namespace are watched: listed (or no list), and not excluded.
-fn watched(config: &Config, namespace: &str) -> bool {
-    let listed = config.namespaces.is_empty() || config.namespaces.iter().any(|n| n == namespace);
-    let excluded = config.exclude_namespaces.iter().any(|g| {
-        globset::Glob::new(g)
-            .map(|g| g.compile_matcher().is_match(namespace))
-            .unwrap_or(g == namespace)
-    });
-    listed && !excluded
+/// Which namespaces' Pods are watched: listed (or no list), and matching no exclusion glob.
+/// Built once; asked on every Pod event.
+struct NamespaceFilter {
+    include: HashSet<String>,
+    exclude: globset::GlobSet,
+}
+
+impl NamespaceFilter {
+    fn new(config: &Config) -> Result<Self, OperatorError> {
+        let mut exclude = globset::GlobSetBuilder::new();
+        for g in &config.exclude_namespaces {
+            exclude.add(
+                globset::Glob::new(g)
+                    .map_err(|e| OperatorError::Setup(format!("--exclude-namespaces {g}: {e}")))?,
+            );
+        }
+        Ok(Self {
+            include: config.namespaces.iter().cloned().collect(),
+            exclude: exclude
+                .build()
+                .map_err(|e| OperatorError::Setup(format!("--exclude-namespaces: {e}")))?,
+        })
+    }
+
+    fn watches(&self, namespace: &str) -> bool {
+        (self.include.is_empty() || self.include.contains(namespace))
+            && !self.exclude.is_match(namespace)
+    }
 }
 
 /// Runs the operator until it fails or loses leadership.
 pub async fn run(config: Config) -> Result<(), OperatorError> {
+    let namespaces = NamespaceFilter::new(&config)?;
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -250,6 +271,7 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
         failures: Default::default(),
         pod_workloads: Default::default(),
         layer_hits_reported: Default::default(),
+        namespaces,
         config,
     });
 
@@ -263,20 +285,12 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
             .modify(slim::node)
             .reflect(node_writer),
     ));
-    for store in [&ctx.replicasets.clone()] {
-        store
-            .wait_until_ready()
-            .await
-            .map_err(|e| OperatorError::Setup(e.to_string()))?;
-    }
-    ctx.jobs
-        .wait_until_ready()
-        .await
-        .map_err(|e| OperatorError::Setup(e.to_string()))?;
-    ctx.nodes
-        .wait_until_ready()
-        .await
-        .map_err(|e| OperatorError::Setup(e.to_string()))?;
+    tokio::try_join!(
+        ctx.replicasets.wait_until_ready(),
+        ctx.jobs.wait_until_ready(),
+        ctx.nodes.wait_until_ready(),
+    )
+    .map_err(|e| OperatorError::Setup(format!("watch caches: {e}")))?;
 
     reconcile::seed_from_reports(&ctx).await?;
 
@@ -306,7 +320,7 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
                     }
                 };
                 let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-                if !watched(&ctx.config, &namespace) {
+                if !ctx.namespaces.watches(&namespace) {
                     continue;
                 }
                 enqueue_pod(&ctx, &queue, &pod, deleted);
@@ -524,15 +538,31 @@ mod tests {
         }
     }
 
+    fn filter(include: &[&str], exclude: &[&str]) -> NamespaceFilter {
+        NamespaceFilter::new(&config(include, exclude)).expect("valid globs")
+    }
+
     #[test]
     fn namespaces_are_filtered_by_list_and_exclusion_globs() {
-        let c = config(&[], &["kube-*", "istio-system"]);
-        assert!(watched(&c, "shop"));
-        assert!(!watched(&c, "kube-system"));
-        assert!(!watched(&c, "istio-system"));
-        let c = config(&["shop", "kube-public"], &["kube-*"]);
-        assert!(watched(&c, "shop"));
-        assert!(!watched(&c, "billing"));
-        assert!(!watched(&c, "kube-public"), "exclusion wins");
+        let f = filter(&[], &["kube-*", "istio-system"]);
+        assert!(f.watches("shop"));
+        assert!(!f.watches("kube-system"));
+        assert!(!f.watches("istio-system"));
+        let f = filter(&["shop", "kube-public"], &["kube-*"]);
+        assert!(f.watches("shop"));
+        assert!(!f.watches("billing"));
+        assert!(!f.watches("kube-public"), "exclusion wins");
+        assert!(filter(&[], &[]).watches("anything"));
+    }
+
+    #[test]
+    fn an_invalid_exclusion_glob_is_an_error_naming_it() {
+        let err = NamespaceFilter::new(&config(&[], &["team-[a"]))
+            .err()
+            .expect("invalid glob");
+        assert!(
+            err.to_string().contains("--exclude-namespaces team-[a"),
+            "{err}"
+        );
     }
 }
