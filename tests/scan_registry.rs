@@ -345,6 +345,81 @@ async fn basic_auth_registry_needs_the_credentials_from_a_docker_config() {
     assert!(!stderr.contains("wrong-secret"), "{stderr}");
 }
 
+/// Registry access lines for one path (method, status) in registry A's log.
+fn access_lines(method: &str, path: &str) -> Vec<String> {
+    let needle = format!("\"{method} {path} ");
+    std::fs::read_to_string(env("IMAGEBLOAT_TEST_REGISTRY_LOG"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tag_resolves_to_its_digest_with_a_head_request_and_through_auth() {
+    use imagebloat::registry::{Credential, Reference, Registry, RegistryOptions};
+    let plain = registry();
+    let image = single(3_000, "resolve");
+    let repository = repo("resolve");
+    let path = repository
+        .strip_prefix(&format!("{plain}/"))
+        .unwrap()
+        .to_string();
+    let r = format!("{repository}:1");
+    let digest = Pusher::plain().push(&image, &r).await;
+    let client = Registry::new(RegistryOptions {
+        insecure: [plain.clone()].into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let reference: Reference = r.parse().unwrap();
+    let got = client.resolve_tag(&reference, "1", &[]).await.unwrap();
+    assert_eq!(got, digest);
+    // One HEAD, and the manifest itself never fetched by tag (no body, no pull counted).
+    let manifests = format!("/v2/{path}/manifests/1");
+    assert_eq!(access_lines("HEAD", &manifests).len(), 1);
+    assert!(access_lines("GET", &manifests).is_empty());
+
+    // A missing tag is a NotFound naming it.
+    let err = client
+        .resolve_tag(&reference, "nope", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "NotFound", "{err}");
+    assert!(err.to_string().contains(&format!("{path}:nope")), "{err}");
+
+    // Behind basic auth: the HEAD's 401 challenge is answered with the credentials.
+    let reg = env("IMAGEBLOAT_TEST_REGISTRY_AUTH");
+    let (user, password) = (
+        env("IMAGEBLOAT_TEST_REGISTRY_USER"),
+        env("IMAGEBLOAT_TEST_REGISTRY_PASSWORD"),
+    );
+    let r = format!("{reg}/private/resolve-{}:1", std::process::id());
+    let digest = Pusher::with(
+        oci_client::client::ClientProtocol::Http,
+        oci_client::secrets::RegistryAuth::Basic(user.clone(), password.clone()),
+        vec![],
+    )
+    .push(&image, &r)
+    .await;
+    let client = Registry::new(RegistryOptions {
+        insecure: [reg.clone()].into(),
+        max_retries: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    let reference: Reference = r.parse().unwrap();
+    let err = client.resolve_tag(&reference, "1", &[]).await.unwrap_err();
+    assert_eq!(err.reason(), "Unauthorized", "{err}");
+    let credential = Credential::basic(&user, &password);
+    let got = client
+        .resolve_tag(&reference, "1", &[&credential])
+        .await
+        .unwrap();
+    assert_eq!(got, digest);
+}
+
 fn base64_encode(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)

@@ -89,6 +89,8 @@ pub struct Context {
     /// The workload each live Pod (by uid) resolved to.
     pod_workloads: std::sync::Mutex<HashMap<String, Workload>>,
     namespaces: NamespaceFilter,
+    /// Tags recently resolved to digests, for Pods the kubelet has not reported on yet.
+    tags: TagCache,
 }
 
 impl Context {
@@ -150,6 +152,40 @@ pub enum OperatorError {
     Setup(String),
     #[error("leadership lost: {0}")]
     LeaderLost(kube::Error),
+}
+
+/// How long a tag's digest is trusted without asking the registry again. Only Pods without an
+/// `imageID` use it (the kubelet's word wins as soon as it is there), so a moved tag shows within
+/// this time or at the next Pod status, whichever comes first.
+const TAG_TTL: Duration = Duration::from_secs(30);
+
+/// Tag → digest, each entry trusted for a fixed time.
+struct TagCache {
+    ttl: Duration,
+    entries: std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>,
+}
+
+impl TagCache {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Default::default(),
+        }
+    }
+
+    fn get(&self, reference: &str) -> Option<String> {
+        let entries = self.entries.lock().expect("tag cache lock");
+        let (digest, at) = entries.get(reference)?;
+        (at.elapsed() < self.ttl).then(|| digest.clone())
+    }
+
+    fn insert(&self, reference: String, digest: String) {
+        let mut entries = self.entries.lock().expect("tag cache lock");
+        if entries.len() >= 1024 {
+            entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+        }
+        entries.insert(reference, (digest, std::time::Instant::now()));
+    }
 }
 
 /// Work keyed by workload: a key queued twice before it is taken runs once.
@@ -272,6 +308,7 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
         pod_workloads: Default::default(),
         layer_hits_reported: Default::default(),
         namespaces,
+        tags: TagCache::new(TAG_TTL),
         config,
     });
 
@@ -553,6 +590,22 @@ mod tests {
         assert!(!f.watches("billing"));
         assert!(!f.watches("kube-public"), "exclusion wins");
         assert!(filter(&[], &[]).watches("anything"));
+    }
+
+    #[test]
+    fn a_resolved_tag_is_trusted_for_its_ttl_only() {
+        let tags = TagCache::new(Duration::from_millis(50));
+        tags.insert("r/app:1".into(), "sha256:aa".into());
+        assert_eq!(tags.get("r/app:1").as_deref(), Some("sha256:aa"));
+        assert_eq!(tags.get("r/app:2"), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(tags.get("r/app:1"), None, "expired");
+        tags.insert("r/app:1".into(), "sha256:bb".into());
+        assert_eq!(
+            tags.get("r/app:1").as_deref(),
+            Some("sha256:bb"),
+            "moved tag"
+        );
     }
 
     #[test]

@@ -130,10 +130,14 @@ async fn reconcile_inner(
             && ctx.workload_of(p).as_ref() == Ok(w)
     });
     let written_key = (w.namespace.clone(), format!("{}/{}", w.kind, w.uid));
-    // The newest Pod stands for the workload (during a rollout, the new template).
+    // The newest scheduled Pod stands for the workload (during a rollout, the new template once
+    // it runs somewhere): its Node tells the platform. Only when none is scheduled, the newest.
+    let created = |p: &&Arc<Pod>| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let Some(pod) = pods
         .iter()
-        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .filter(|p| scheduled(p))
+        .max_by_key(created)
+        .or_else(|| pods.iter().max_by_key(created))
         .cloned()
     else {
         if workload_exists(ctx, w).await {
@@ -146,6 +150,14 @@ async fn reconcile_inner(
         return Ok(None);
     };
 
+    if !scheduled(&pod)
+        && let Some(wait) = unscheduled_wait(&pod, Timestamp::now())
+    {
+        // A Pod is normally bound within moments, and only then is its platform known: a report
+        // for the default platform now could name the wrong manifest of a multi-arch image.
+        tracing::debug!(namespace = %w.namespace, workload = %w.name, "no Pod scheduled yet");
+        return Ok(Some(wait));
+    }
     let platform = node_platform(ctx, &pod).unwrap_or_else(|| ctx.config.default_platform.clone());
     let keyring = pull_keyring(ctx, &pod).await;
     let spec = pod.spec.clone().unwrap_or_default();
@@ -426,17 +438,27 @@ async fn analyze_container(
         transient: e.is_transient(),
         message: e.to_string(),
     };
-    // Key by digest: from the kubelet when the container runs, else resolved from the tag now.
+    // Key by digest: from the kubelet when the container runs, else resolved from the tag now
+    // (a HEAD request, remembered briefly: a rollout's new Pods ask at once).
     let digest = match digest.or(reference.digest()) {
         Some(d) => d.to_string(),
         None => {
-            let tag = reference.tag().unwrap_or("latest");
-            let creds: Vec<_> = credentials.iter().collect();
-            ctx.registry
-                .manifest(&fetch_from(&reference), tag, &creds)
-                .await
-                .map_err(registry_failure)?
-                .digest
+            let source = fetch_from(&reference);
+            let key = source.whole();
+            match ctx.tags.get(&key) {
+                Some(d) => d,
+                None => {
+                    let tag = reference.tag().unwrap_or("latest");
+                    let creds: Vec<_> = credentials.iter().collect();
+                    let d = ctx
+                        .registry
+                        .resolve_tag(&source, tag, &creds)
+                        .await
+                        .map_err(registry_failure)?;
+                    ctx.tags.insert(key, d.clone());
+                    d
+                }
+            }
         }
     };
     let target = Reference::with_digest(
@@ -504,6 +526,29 @@ async fn analyze_container(
     })
     .await
     .cloned()
+}
+
+/// How long a Pod may wait for a Node before the default platform stands in for its Node's:
+/// long enough for any scheduler, short enough that a Pod that cannot be scheduled (no room,
+/// no matching Node) still gets a report.
+pub const SCHEDULING_GRACE: Duration = Duration::from_secs(10);
+
+fn scheduled(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some()
+}
+
+/// For a Pod not yet bound to a Node: how much longer to wait for it, or `None` once the grace
+/// is over (then the default platform is used).
+fn unscheduled_wait(pod: &Pod, now: Timestamp) -> Option<Duration> {
+    let created = pod.metadata.creation_timestamp.as_ref()?.0;
+    let age = now.duration_since(created);
+    let age = Duration::try_from(age).unwrap_or_default();
+    SCHEDULING_GRACE
+        .checked_sub(age)
+        .filter(|left| !left.is_zero())
 }
 
 /// The platform of the Pod's Node, if it is scheduled and the Node is known.
@@ -609,5 +654,38 @@ async fn workload_exists(ctx: &Context, w: &Workload) -> bool {
         Ok(None) => false,
         // Unknown: keep the series rather than drop live data.
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(created: &str, node: Option<&str>) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "creationTimestamp": created},
+            "spec": {"containers": [], "nodeName": node}
+        }))
+        .expect("a valid Pod")
+    }
+
+    #[test]
+    fn an_unscheduled_pod_is_waited_for_during_the_grace_only() {
+        let now: Timestamp = "2026-11-28T10:00:10Z".parse().unwrap();
+        let fresh = pod("2026-11-28T10:00:07Z", None);
+        assert!(!scheduled(&fresh));
+        assert_eq!(unscheduled_wait(&fresh, now), Some(Duration::from_secs(7)));
+        let stuck = pod("2026-11-28T09:59:00Z", None);
+        assert_eq!(
+            unscheduled_wait(&stuck, now),
+            None,
+            "grace over: default platform"
+        );
+        let exactly = pod("2026-11-28T10:00:00Z", None);
+        assert_eq!(unscheduled_wait(&exactly, now), None);
+        // A clock behind the API server's: the whole grace, never more.
+        let future = pod("2026-11-28T10:05:00Z", None);
+        assert_eq!(unscheduled_wait(&future, now), Some(SCHEDULING_GRACE));
+        assert!(scheduled(&pod("2026-11-28T10:00:07Z", Some("node-a"))));
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
-use reqwest::{Response, StatusCode};
+use reqwest::{Method, Response, StatusCode};
 use tokio::sync::Mutex;
 
 pub use auth::{Credential, Keyring};
@@ -241,7 +241,8 @@ impl Registry {
     ) -> Result<RawManifest, RegistryError> {
         let what = format!("manifest {}", display_ref(image, reference));
         let response = self
-            .get(
+            .request(
+                Method::GET,
                 image,
                 &format!("manifests/{reference}"),
                 MANIFEST_MEDIA_TYPES,
@@ -300,6 +301,38 @@ impl Registry {
         })
     }
 
+    /// The digest a tag points to now, from a HEAD request's `Docker-Content-Digest`: no manifest
+    /// is transferred, and registries that limit pulls do not count it. Falls back to fetching
+    /// the manifest when the registry sends no usable header. The digest is verified later, when
+    /// the manifest is fetched by it.
+    pub async fn resolve_tag(
+        &self,
+        image: &Reference,
+        tag: &str,
+        credentials: &[&Credential],
+    ) -> Result<String, RegistryError> {
+        let what = format!("manifest {}", display_ref(image, tag));
+        let response = self
+            .request(
+                Method::HEAD,
+                image,
+                &format!("manifests/{tag}"),
+                MANIFEST_MEDIA_TYPES,
+                credentials,
+                &what,
+            )
+            .await?;
+        let announced = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v.trim()).ok());
+        match announced {
+            Some(digest) => Ok(digest.to_string()),
+            None => Ok(self.manifest(image, tag, credentials).await?.digest),
+        }
+    }
+
     /// Streams a blob, verified: the stream ends with an error unless the bytes match `digest`
     /// and `size`, and it never yields more than `size` bytes.
     pub async fn blob(
@@ -316,7 +349,8 @@ impl Registry {
             source,
         })?;
         let response = self
-            .get(
+            .request(
+                Method::GET,
                 image,
                 &format!("blobs/{digest}"),
                 &["*/*"],
@@ -398,8 +432,9 @@ impl Registry {
     }
 
     /// A GET with auth negotiation and retries. Non-success statuses become errors.
-    async fn get(
+    async fn request(
         &self,
+        method: Method,
         image: &Reference,
         path: &str,
         accept: &[&str],
@@ -434,7 +469,14 @@ impl Registry {
             let mut negotiated = false;
             loop {
                 let response = self
-                    .send(&url, &accept, header.as_deref(), &registry, what)
+                    .send(
+                        method.clone(),
+                        &url,
+                        &accept,
+                        header.as_deref(),
+                        &registry,
+                        what,
+                    )
                     .await?;
                 let status = response.status();
                 if status == StatusCode::UNAUTHORIZED && !negotiated {
@@ -634,10 +676,11 @@ impl Registry {
         })
     }
 
-    /// Sends a GET, retrying transport errors, 429 and 502–504 with backoff that honours
+    /// Sends a request, retrying transport errors, 429 and 502–504 with backoff that honours
     /// `Retry-After`.
     async fn send(
         &self,
+        method: Method,
         url: &str,
         accept: &str,
         authorization: Option<&str>,
@@ -646,7 +689,10 @@ impl Registry {
     ) -> Result<Response, RegistryError> {
         let mut attempt = 0u32;
         loop {
-            let mut request = self.http.get(url).header(ACCEPT, accept);
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .header(ACCEPT, accept);
             if let Some(a) = authorization {
                 request = request.header(AUTHORIZATION, a);
             }
