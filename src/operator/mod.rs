@@ -6,6 +6,7 @@
 //! with server-side apply. Work is keyed by workload and deduplicated: a burst of Pod events for
 //! one Deployment is one reconcile.
 
+pub mod index;
 pub mod leader;
 pub mod reconcile;
 pub mod slim;
@@ -86,8 +87,8 @@ pub struct Context {
     failures: std::sync::Mutex<HashMap<Workload, u32>>,
     /// Layer cache hits already counted in the metrics.
     layer_hits_reported: std::sync::atomic::AtomicU64,
-    /// The workload each live Pod (by uid) resolved to.
-    pod_workloads: std::sync::Mutex<HashMap<String, Workload>>,
+    /// Live Pods by workload, and the workload of each.
+    pod_index: std::sync::Mutex<index::PodIndex>,
     namespaces: NamespaceFilter,
     /// Tags recently resolved to digests, for Pods the kubelet has not reported on yet.
     tags: TagCache,
@@ -116,6 +117,15 @@ impl Context {
 
     pub fn workload_of(&self, pod: &Pod) -> Result<Workload, workload::Unresolved> {
         workload::resolve(pod, |k, ns, n| self.owners_of(k, ns, n))
+    }
+
+    /// The workload's live Pods (not being deleted), from the index: no scan of every Pod.
+    pub fn pods_of(&self, w: &Workload) -> Vec<Arc<Pod>> {
+        let refs = self.pod_index.lock().expect("pod index lock").pods_of(w);
+        refs.iter()
+            .filter_map(|r| self.pods.get(r))
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect()
     }
 
     fn registry_slot(&self, registry: &str) -> Arc<Semaphore> {
@@ -305,7 +315,7 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
         registry_slots: Default::default(),
         written: Default::default(),
         failures: Default::default(),
-        pod_workloads: Default::default(),
+        pod_index: Default::default(),
         layer_hits_reported: Default::default(),
         namespaces,
         tags: TagCache::new(TAG_TTL),
@@ -350,7 +360,23 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
                 let (pod, deleted) = match event {
                     Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
                     Ok(watcher::Event::Delete(pod)) => (pod, true),
-                    Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+                    Ok(watcher::Event::InitDone) => {
+                        // After a (re)list: Pods deleted while the watch was down left no event.
+                        let live = ctx
+                            .pods
+                            .state()
+                            .iter()
+                            .filter_map(|p| p.metadata.uid.clone())
+                            .collect();
+                        let gone = ctx
+                            .pod_index
+                            .lock()
+                            .expect("pod index lock")
+                            .retain_live(&live);
+                        gone.into_iter().for_each(|w| queue.push(w));
+                        continue;
+                    }
+                    Ok(watcher::Event::Init) => continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "pod watch error");
                         continue;
@@ -409,7 +435,7 @@ fn enqueue_pod(ctx: &Arc<Context>, queue: &Arc<Queue>, pod: &Pod, deleted: bool)
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     if deleted {
         // The owner chain may already be gone: use what the Pod resolved to while it lived.
-        let known = ctx.pod_workloads.lock().expect("pod map lock").remove(&uid);
+        let known = ctx.pod_index.lock().expect("pod index lock").remove(&uid);
         if let Some(w) = known.or_else(|| ctx.workload_of(pod).ok()) {
             queue.push(w);
         }
@@ -417,10 +443,11 @@ fn enqueue_pod(ctx: &Arc<Context>, queue: &Arc<Queue>, pod: &Pod, deleted: bool)
     }
     match ctx.workload_of(pod) {
         Ok(w) => {
-            ctx.pod_workloads
-                .lock()
-                .expect("pod map lock")
-                .insert(uid, w.clone());
+            ctx.pod_index.lock().expect("pod index lock").insert(
+                uid,
+                w.clone(),
+                reflector::ObjectRef::from_obj(pod),
+            );
             queue.push(w);
         }
         Err(workload::Unresolved::Missing { kind, name }) => {

@@ -124,11 +124,7 @@ async fn reconcile_inner(
         kind: w.kind.clone(),
         name: w.name.clone(),
     };
-    let pods: Vec<Arc<Pod>> = ctx.pods.state_filter(|p| {
-        p.metadata.namespace.as_deref() == Some(w.namespace.as_str())
-            && p.metadata.deletion_timestamp.is_none()
-            && ctx.workload_of(p).as_ref() == Ok(w)
-    });
+    let pods = ctx.pods_of(w);
     let written_key = (w.namespace.clone(), format!("{}/{}", w.kind, w.uid));
     // The newest scheduled Pod stands for the workload (during a rollout, the new template once
     // it runs somewhere): its Node tells the platform. Only when none is scheduled, the newest.
