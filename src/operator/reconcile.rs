@@ -147,6 +147,7 @@ async fn reconcile_inner(
     };
 
     if !scheduled(&pod)
+        && !reported_running(&pod)
         && let Some(wait) = unscheduled_wait(&pod, Timestamp::now())
     {
         // A Pod is normally bound within moments, and only then is its platform known: a report
@@ -536,6 +537,18 @@ fn scheduled(pod: &Pod) -> bool {
         .is_some()
 }
 
+/// Whether a kubelet already reported an image for any container: then no Node is coming that
+/// is not already known, and waiting would only delay the report.
+fn reported_running(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        s.container_statuses
+            .iter()
+            .chain(s.init_container_statuses.iter())
+            .flatten()
+            .any(|c| !c.image_id.is_empty())
+    })
+}
+
 /// For a Pod not yet bound to a Node: how much longer to wait for it, or `None` once the grace
 /// is over (then the default platform is used).
 fn unscheduled_wait(pod: &Pod, now: Timestamp) -> Option<Duration> {
@@ -683,5 +696,26 @@ mod tests {
         let future = pod("2026-11-28T10:05:00Z", None);
         assert_eq!(unscheduled_wait(&future, now), Some(SCHEDULING_GRACE));
         assert!(scheduled(&pod("2026-11-28T10:00:07Z", Some("node-a"))));
+    }
+
+    #[test]
+    fn a_pod_with_a_reported_image_is_not_waited_for() {
+        let mut p = pod("2026-11-28T10:00:07Z", None);
+        assert!(!reported_running(&p));
+        p.status = Some(
+            serde_json::from_value(json!({"containerStatuses": [
+                {"name": "app", "image": "app:1", "imageID": "", "ready": false, "restartCount": 0}
+            ]}))
+            .unwrap(),
+        );
+        assert!(!reported_running(&p), "an empty imageID is no report");
+        p.status = Some(
+            serde_json::from_value(json!({"initContainerStatuses": [
+                {"name": "init", "image": "init:1", "imageID": "init@sha256:aa",
+                 "ready": false, "restartCount": 0}
+            ]}))
+            .unwrap(),
+        );
+        assert!(reported_running(&p));
     }
 }
