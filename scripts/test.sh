@@ -7,9 +7,11 @@
 # registries; scripts/kube-testenv.sh up: etcd, kube-apiserver, kube-controller-manager, built once
 # from Debian's source package and cached; all stopped again on exit whatever happens); build or
 # reuse the realistic Debian image and push it
-# (scripts/realistic-image.sh); then cargo fmt --check, cargo clippy -D warnings and the tests, with
-# the test environment's variables exported. The tests run even when fmt or clippy fail, so one run
-# shows everything; the exit status is the tests' status, or 1 when only fmt or clippy failed.
+# (scripts/realistic-image.sh); then cargo fmt --check, cargo clippy -D warnings, the chart checks
+# (scripts/chart-check.sh --cluster), the tests, and imagebloat's own image through its own CI gate,
+# with the test environment's variables exported. Every step runs even when an earlier check
+# fails, so one run shows everything; the exit status is the tests' status, or 1 when only a check
+# failed.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -53,6 +55,18 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   phase "cargo test --no-fail-fast $* (cargo-nextest is not installed)"
   cargo test --no-fail-fast "$@" || test_status=$?
+fi
+
+# The operator practises what it preaches: its own image (built as scripts/build-image.sh builds
+# it, here around the test build of the binary) passes its own CI gate.
+phase "own image: scripts/build-image.sh, then imagebloat scan --min-efficiency 99% --max-reclaimable-bytes 0"
+bin="${CARGO_TARGET_DIR:-target}/debug/imagebloat"
+self_ref="$IMAGEBLOAT_TEST_REGISTRY/imagebloat/self:test"
+if scripts/build-image.sh --insecure --binary "$bin" "$self_ref" >/dev/null; then
+  "$bin" scan --insecure-registry "$IMAGEBLOAT_TEST_REGISTRY" --min-efficiency 99% \
+    --max-reclaimable-bytes 0 "$self_ref" || failed_checks+=("own image: imagebloat scan gate")
+else
+  failed_checks+=("own image: scripts/build-image.sh")
 fi
 
 phase "done"

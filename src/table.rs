@@ -12,6 +12,15 @@ pub fn human(bytes: u64) -> String {
     ByteSize(bytes).display().si().to_string()
 }
 
+/// `1 layer`, `3 layers`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn percent(ratio: f64) -> String {
     format!("{:.1}%", ratio * 100.0)
 }
@@ -39,7 +48,7 @@ pub fn render(f: &ImageFindings, width: usize) -> String {
         (
             "Pull size",
             human(a.pull_bytes),
-            format!("{} layers, compressed", a.layers.len()),
+            format!("{}, compressed", count(a.layers.len() as u64, "layer")),
         ),
         (
             "Image size",
@@ -54,7 +63,10 @@ pub fn render(f: &ImageFindings, width: usize) -> String {
         (
             "Wasted",
             human(a.wasted_bytes),
-            format!("{} files hidden by later layers", a.hidden_file_count),
+            format!(
+                "{} hidden by later layers",
+                count(a.hidden_file_count, "file")
+            ),
         ),
         (
             "Reclaimable",
