@@ -434,6 +434,22 @@ def apiserver_writes(text, resource):
     return out
 
 
+def apiserver_gets(text, resources):
+    """Single-object GET requests (not LIST or WATCH) per resource, from apiserver_request_total."""
+    out = collections.Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if labels.get("verb") == "GET" and labels.get("resource") in resources and not labels.get("subresource"):
+            out[labels["resource"]] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+# The objects only the operator reads one by one: pull credentials, and workloads it checks still exist.
+OPERATOR_READS = ("serviceaccounts", "secrets", "deployments")
+
+
 # --------------------------------------------------------------------------------------------------
 # The operator process and its observation.
 # --------------------------------------------------------------------------------------------------
@@ -722,7 +738,9 @@ def main():
             "kernelVersion": "", "kubeProxyVersion": "", "kubeletVersion": "", "machineID": "", "osImage": "",
             "systemUUID": ""}}}, content_type="application/merge-patch+json")
 
-    api_before = apiserver_writes(kube.metrics(), "imagereports")
+    before = kube.metrics()
+    api_before = apiserver_writes(before, "imagereports")
+    reads_before = apiserver_gets(before, OPERATOR_READS)
     reg_offset = os.path.getsize(reg_log)
     op = Operator(args.operator, ns, registry, os.path.join(workdir, "operator.log"), args.operator_arg)
     results = {"namespace": ns, "pods": n_pods, "workloads": args.workloads, "images": len(images)}
@@ -744,7 +762,9 @@ def main():
         alive = op.alive()
         op.stop()
         time.sleep(1)  # the registry writes its access log line when a response completes
-        api_after = apiserver_writes(kube.metrics(), "imagereports")
+        after = kube.metrics()
+        api_after = apiserver_writes(after, "imagereports")
+        reads_after = apiserver_gets(after, OPERATOR_READS)
         if args.keep:
             pass
         elif results.get("timeline", {}).get("api_server_lost"):
@@ -764,6 +784,7 @@ def main():
     for k, v in api_after.items():
         api_delta[k] = v - api_before.get(k, 0)
     api_writes = sum(v for v in api_delta.values() if v > 0)
+    reads = {k: int(reads_after.get(k, 0) - reads_before.get(k, 0)) for k in OPERATOR_READS}
     blob_served, manifest_served, gets, by_digest, statuses = registry_served(reg_log, reg_offset, REPO_PREFIX)
     ratio = blob_served / unique_bytes if unique_bytes else float("nan")
     dup = [(d, n, by_digest[d]) for d, n in gets.most_common() if n > 1]
@@ -828,6 +849,8 @@ def main():
         "~1", "PASS" if report_writes and wpw <= 1.0 + 1e-9 else ("MISS" if report_writes else "?"))
     row("API write requests per workload (apiserver)",
         f"{api_writes / w:.2f} ({int(api_writes)} for imagereports, all clients)", "~2 (apply + status)")
+    row("API single-object reads per workload (GET)",
+        f"{sum(reads.values()) / w:.2f} ({', '.join(f'{k} {v}' for k, v in reads.items())})")
     row("operator peak memory (VmHWM)", f"{hwm_mib:.1f} MiB", f"<= {args.mem_target_mib:.0f} MiB",
         "PASS" if hwm_mib <= args.mem_target_mib else "MISS")
     row("operator CPU time", f"{op.watch.cpu_s:.1f} s")
@@ -893,7 +916,7 @@ def main():
         "time_to_all_ready_s": to_ready, "from_first_status_patch_s": from_first_patch,
         "from_last_status_patch_s": from_last_patch,
         "report_writes": report_writes, "report_writes_per_workload": wpw,
-        "apiserver_writes": api_writes, "operator_hwm_mib": hwm_mib, "operator_cpu_s": op.watch.cpu_s,
+        "apiserver_writes": api_writes, "apiserver_reads": reads, "operator_hwm_mib": hwm_mib, "operator_cpu_s": op.watch.cpu_s,
         "registry_blob_bytes_served": blob_served, "unique_blob_bytes": unique_bytes, "ratio": ratio,
         "duplicate_blob_fetches": len(dup), "log_levels": dict(levels),
         "memory_samples": [(round(s[0] - (T0 or s[0]), 1), s[1], s[2]) for s in op.watch.samples],

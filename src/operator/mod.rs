@@ -401,6 +401,10 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
     let workers = {
         let ctx = ctx.clone();
         let queue = queue.clone();
+        // Reconciles run concurrently, unbounded: what is costly is bounded where it happens
+        // (analyses by `--concurrency` and per registry), and a reconcile whose images are known
+        // reads nothing and writes only a changed status. A worker pool would make reports of
+        // analyzed images wait behind workloads whose images are still being analyzed.
         async move {
             loop {
                 let w = queue.next().await;

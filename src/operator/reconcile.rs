@@ -15,7 +15,7 @@ use super::workload::{Workload, digest_from_image_id};
 use super::{Context, OperatorError};
 use crate::analysis::ANALYZER_VERSION;
 use crate::metrics::WorkloadLabels;
-use crate::registry::{Keyring, Platform, Reference};
+use crate::registry::{Credential, Keyring, Platform, Reference};
 use crate::report::crd::{
     Condition, ContainerReport, ImageReport, ImageReportSpec, ImageReportStatus, ReportSummary,
 };
@@ -156,7 +156,7 @@ async fn reconcile_inner(
         return Ok(Some(wait));
     }
     let platform = node_platform(ctx, &pod).unwrap_or_else(|| ctx.config.default_platform.clone());
-    let keyring = pull_keyring(ctx, &pod).await;
+    let keyring = PullCredentials::new(ctx, &pod);
     let spec = pod.spec.clone().unwrap_or_default();
     // The digest a container runs, from the representative Pod or, when it has none yet (just
     // created), from any sibling running the same image: no registry round trip for the tag.
@@ -402,23 +402,47 @@ struct ContainerFailure {
     transient: bool,
 }
 
+/// A Pod's pull credentials, read from the API (ServiceAccount, Secrets) only once a container
+/// needs the registry: a reconcile whose images are all analyzed already reads nothing.
+struct PullCredentials<'a> {
+    ctx: &'a Context,
+    pod: &'a Pod,
+    keyring: tokio::sync::OnceCell<Keyring>,
+}
+
+impl<'a> PullCredentials<'a> {
+    fn new(ctx: &'a Context, pod: &'a Pod) -> Self {
+        Self {
+            ctx,
+            pod,
+            keyring: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The credentials matching an image, in the kubelet's order.
+    async fn for_image(&self, reference: &Reference) -> Vec<Credential> {
+        self.keyring
+            .get_or_init(|| pull_keyring(self.ctx, self.pod))
+            .await
+            .lookup(reference.registry(), reference.repository())
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+}
+
 async fn analyze_container(
     ctx: &Context,
     image: &str,
     digest: Option<&str>,
     platform: &Platform,
-    keyring: &Keyring,
+    keyring: &PullCredentials<'_>,
 ) -> Result<Arc<ImageFindings>, ContainerFailure> {
     let reference: Reference = image.parse().map_err(|e| ContainerFailure {
         reason: "InvalidReference".into(),
         message: format!("{image}: not a valid image reference: {e}"),
         transient: false,
     })?;
-    let credentials: Vec<_> = keyring
-        .lookup(reference.registry(), reference.repository())
-        .into_iter()
-        .cloned()
-        .collect();
     let fetch_from = |r: &Reference| match ctx.config.mirrors.get(r.registry()) {
         Some(mirror) => match r.digest() {
             Some(d) => Reference::with_digest(mirror.clone(), r.repository().into(), d.into()),
@@ -446,6 +470,7 @@ async fn analyze_container(
                 Some(d) => d,
                 None => {
                     let tag = reference.tag().unwrap_or("latest");
+                    let credentials = keyring.for_image(&reference).await;
                     let creds: Vec<_> = credentials.iter().collect();
                     let d = ctx
                         .registry
@@ -469,6 +494,7 @@ async fn analyze_container(
         return Ok(f.clone());
     }
     cell.get_or_try_init(|| async {
+        let credentials = keyring.for_image(&reference).await;
         let _global = ctx.analysis_slots.acquire().await.expect("semaphore open");
         let _per_registry = ctx
             .registry_slot(target.registry())
