@@ -2,6 +2,9 @@
 # The project's test command (CI runs it through .ci/run):
 #
 #   scripts/test.sh [ARGS...]     ARGS go to the test runner (cargo nextest run, else cargo test)
+#   IMAGEBLOAT_TEST_KUBECONFIG=FILE scripts/test.sh
+#                                 the same, against an existing cluster instead of a local control
+#                                 plane (see scripts/kube-testenv.sh)
 #
 # Phases: install missing Debian packages; start the test servers (scripts/testenv.sh up: the
 # registries; scripts/kube-testenv.sh up: etcd, kube-apiserver, kube-controller-manager, built once
