@@ -6,6 +6,7 @@
 //! with server-side apply. Work is keyed by workload and deduplicated: a burst of Pod events for
 //! one Deployment is one reconcile.
 
+pub mod images;
 pub mod index;
 pub mod leader;
 pub mod reconcile;
@@ -72,7 +73,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub layers: LayerCache,
     /// Findings by image key (reference with digest, and platform): each analyzed once.
-    images: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ImageFindings>>>>>,
+    images: images::ImageCache<ImageFindings>,
     /// Pods, Nodes: only the fields the controller reads (see `slim`). ReplicaSets and Jobs:
     /// metadata only (owner references), watched as such so the API server sends no more.
     pods: Store<Pod>,
@@ -136,15 +137,9 @@ impl Context {
             .clone()
     }
 
-    fn image_cell(&self, key: &str) -> Arc<tokio::sync::OnceCell<Arc<ImageFindings>>> {
-        let mut images = self.images.lock().expect("image cache lock");
-        images.entry(key.to_string()).or_default().clone()
-    }
-
     /// Seeds the image cache with findings from a stored report (restart without downloads).
     fn remember(&self, key: String, findings: Arc<ImageFindings>) {
-        let cell = self.image_cell(&key);
-        let _ = cell.set(findings);
+        let _ = self.images.cell(&key).set(findings);
     }
 }
 
@@ -163,6 +158,9 @@ pub enum OperatorError {
     #[error("leadership lost: {0}")]
     LeaderLost(kube::Error),
 }
+
+/// How often, and after how long unused, findings of images no workload runs are dropped.
+const IMAGE_PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// How long a tag's digest is trusted without asking the registry again. Only Pods without an
 /// `imageID` use it (the kubelet's word wins as soon as it is there), so a moved tag shows within
@@ -425,6 +423,23 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
         }
     };
     side.spawn(workers);
+    side.spawn({
+        let ctx = ctx.clone();
+        async move {
+            let mut every = tokio::time::interval(IMAGE_PRUNE_INTERVAL);
+            loop {
+                every.tick().await;
+                let dropped = ctx.images.prune(IMAGE_PRUNE_INTERVAL);
+                if dropped > 0 {
+                    tracing::debug!(
+                        dropped,
+                        kept = ctx.images.len(),
+                        "findings of unused images dropped"
+                    );
+                }
+            }
+        }
+    });
 
     match elector {
         Some(e) => Err(OperatorError::LeaderLost(e.hold().await)),

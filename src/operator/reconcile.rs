@@ -142,6 +142,7 @@ async fn reconcile_inner(
         }
         ctx.metrics.remove_workload(&labels);
         ctx.written.lock().await.remove(&written_key);
+        ctx.images.release(&written_key);
         tracing::info!(namespace = %w.namespace, workload = %w.name, kind = %w.kind, "workload gone; its series are removed");
         return Ok(None);
     };
@@ -211,15 +212,19 @@ async fn reconcile_inner(
 
     let mut containers = Vec::with_capacity(wanted.len());
     let mut failed: Vec<(String, String, String, bool)> = Vec::new();
+    let mut used = Vec::with_capacity(wanted.len());
     for ((name, init, _, _), result) in wanted.iter().zip(results) {
         match result {
-            Ok(findings) => containers.push(ContainerReport {
-                name: name.clone(),
-                init: *init,
-                findings: Some((*findings).clone()),
-                error: None,
-                reason: None,
-            }),
+            Ok((key, findings)) => {
+                used.push(key);
+                containers.push(ContainerReport {
+                    name: name.clone(),
+                    init: *init,
+                    findings: Some((*findings).clone()),
+                    error: None,
+                    reason: None,
+                });
+            }
             Err(f) => {
                 failed.push((
                     name.clone(),
@@ -237,6 +242,8 @@ async fn reconcile_inner(
             }
         }
     }
+
+    ctx.images.used_by(written_key.clone(), used);
 
     let previous = ctx.written.lock().await.get(&written_key).cloned();
     let mut new_status = ImageReportStatus {
@@ -437,7 +444,7 @@ async fn analyze_container(
     digest: Option<&str>,
     platform: &Platform,
     keyring: &PullCredentials<'_>,
-) -> Result<Arc<ImageFindings>, ContainerFailure> {
+) -> Result<(String, Arc<ImageFindings>), ContainerFailure> {
     let reference: Reference = image.parse().map_err(|e| ContainerFailure {
         reason: "InvalidReference".into(),
         message: format!("{image}: not a valid image reference: {e}"),
@@ -488,10 +495,11 @@ async fn analyze_container(
         reference.repository().to_string(),
         digest,
     );
-    let cell = ctx.image_cell(&image_key(&target, platform));
+    let key = image_key(&target, platform);
+    let cell = ctx.images.cell(&key);
     if let Some(f) = cell.get() {
         ctx.metrics.cache_hits.with_label_values(&["image"]).inc();
-        return Ok(f.clone());
+        return Ok((key, f.clone()));
     }
     cell.get_or_try_init(|| async {
         let credentials = keyring.for_image(&reference).await;
@@ -548,7 +556,7 @@ async fn analyze_container(
         }
     })
     .await
-    .cloned()
+    .map(|f| (key, f.clone()))
 }
 
 /// How long a Pod may wait for a Node before the default platform stands in for its Node's:
