@@ -46,6 +46,7 @@ EXPECTED_RULES = {
     ("batch", "cronjobs"): {"get"},
     ("imagebloat.dev", "imagereports"): {"list", "create", "patch"},
     ("imagebloat.dev", "imagereports/status"): {"patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
 }
 # Flags the operator accepts more than once.
 REPEATABLE = {"--insecure-registry", "--mirror", "--ca-file"}

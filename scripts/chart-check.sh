@@ -303,6 +303,7 @@ if [ -n "$cluster" ]; then
     "patch imagereports.imagebloat.dev -n $ns-team" "patch imagereports.imagebloat.dev -n $ns-team --subresource=status"
     "create leases.coordination.k8s.io -n $ns" "get leases.coordination.k8s.io/$fullname-leader -n $ns"
     "update leases.coordination.k8s.io/$fullname-leader -n $ns"
+    "create events.events.k8s.io -n $ns-team" "patch events.events.k8s.io -n $ns-team"
   )
   denied=(
     "delete pods -n $ns-team" "create pods -n $ns-team" "list secrets -n $ns-team" "watch secrets -A"

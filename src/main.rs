@@ -419,7 +419,7 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
                 .or_else(|| std::env::var("POD_NAMESPACE").ok())
                 .unwrap_or_else(|| "default".into()),
             name: args.lease_name,
-            identity,
+            identity: identity.clone(),
             duration: Duration::from_secs(15),
             renew: Duration::from_secs(5),
         });
@@ -445,6 +445,7 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
             ..Default::default()
         },
         lease,
+        identity,
         retry: Duration::from_secs(args.retry_seconds.max(1)),
         layer_cache_bytes: usize::try_from(args.layer_cache.as_u64()).unwrap_or(usize::MAX),
     })

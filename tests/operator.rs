@@ -301,6 +301,29 @@ async fn pods_of(client: &Client, ns: &str, count: usize) -> Vec<Pod> {
     .await
 }
 
+/// The note of the operator's newest event with `reason` about a workload (`kubectl describe`).
+async fn event_note(client: &Client, ns: &str, workload: &str, reason: &str) -> String {
+    use k8s_openapi::api::events::v1::Event;
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("a {reason} event on {workload}"),
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .into_iter()
+                .filter(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.reporting_controller.as_deref() == Some("imagebloat")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(workload)
+                })
+                .max_by_key(|e| e.event_time.as_ref().map(|t| t.0))
+                .and_then(|e| e.note)
+        },
+    )
+    .await
+}
+
 fn deployment(
     name: &str,
     replicas: i32,
@@ -433,6 +456,16 @@ async fn deployment_with_init_and_two_containers_gets_one_exact_report_and_gauge
     assert_eq!(
         status.summary.as_ref().unwrap().pull_bytes,
         app.pull_bytes() + sidecar.pull_bytes() + init.pull_bytes()
+    );
+    // `kubectl describe deployment web` says it too.
+    let note = event_note(&client, &ns, "web", "Analyzed").await;
+    let summary = status.summary.as_ref().unwrap();
+    assert_eq!(
+        note,
+        format!(
+            "3 images: pull {}, reclaimable {}, efficiency {} (imagereport/deployment-web)",
+            summary.pull_size, summary.reclaimable, summary.efficiency_percent
+        )
     );
 
     let scrape = wait_for("gauges on /metrics", Duration::from_secs(10), || async {
@@ -991,6 +1024,11 @@ async fn registry_down_shows_a_condition_then_a_correct_report_once_it_is_back()
         condition.message.contains("container main"),
         "{}",
         condition.message
+    );
+    let note = event_note(&client, &ns, "flaky", "AnalysisFailed").await;
+    assert!(
+        note.starts_with("container main: RegistryUnreachable: "),
+        "{note}"
     );
 
     own.resume();

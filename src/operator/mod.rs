@@ -59,6 +59,8 @@ pub struct Config {
     pub limits: LayerLimits,
     /// Leader election; `None` runs without (a single replica).
     pub lease: Option<leader::LeaseConfig>,
+    /// This replica's name (the Pod's), in leases and as the reporting instance of its Events.
+    pub identity: String,
     /// First retry delay after a failed analysis (doubles up to ten times that).
     pub retry: Duration,
     /// Bytes of layer indexes kept for images that share layers.
@@ -68,6 +70,8 @@ pub struct Config {
 /// Everything the reconciles share.
 pub struct Context {
     pub client: Client,
+    /// Events on workloads (`kubectl describe`): analyzed, or why not.
+    pub recorder: kube::runtime::events::Recorder,
     pub config: Config,
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
@@ -299,7 +303,12 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
     let (replicasets, rs_writer) = reflector::store::<PartialObjectMeta<ReplicaSet>>();
     let (jobs, job_writer) = reflector::store::<PartialObjectMeta<Job>>();
     let (nodes, node_writer) = reflector::store::<Node>();
+    let reporter = kube::runtime::events::Reporter {
+        controller: "imagebloat".into(),
+        instance: Some(config.identity.clone()),
+    };
     let ctx = Arc::new(Context {
+        recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
         client: client.clone(),
         registry,
         metrics: metrics.clone(),
@@ -616,6 +625,7 @@ mod tests {
             per_registry: 1,
             limits: LayerLimits::default(),
             lease: None,
+            identity: "test".into(),
             retry: Duration::from_secs(1),
             layer_cache_bytes: 1,
         }

@@ -282,6 +282,7 @@ async fn reconcile_inner(
 
     if previous.as_ref() != Some(&new_status) {
         write_report(ctx, w, &new_status).await?;
+        publish_event(ctx, w, &new_status, &failed).await;
         ctx.written.lock().await.insert(written_key, new_status);
     }
 
@@ -290,6 +291,93 @@ async fn reconcile_inner(
     }
     ctx.failures.lock().expect("failures lock").remove(w);
     Ok(None)
+}
+
+/// Tells the workload's readers (`kubectl describe`, `kubectl events`) what its new report says:
+/// the figures, or which containers could not be analyzed and why. Only when the report changed.
+async fn publish_event(
+    ctx: &Context,
+    w: &Workload,
+    status: &ImageReportStatus,
+    failed: &[(String, String, String, bool)],
+) {
+    use kube::runtime::events::{Event, EventType};
+    let event = workload_event(w, status, failed);
+    let regarding = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(w.api_version.clone()),
+        kind: Some(w.kind.clone()),
+        name: Some(w.name.clone()),
+        namespace: Some(w.namespace.clone()),
+        uid: Some(w.uid.clone()),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: if event.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: event.reason.into(),
+        note: Some(event.note),
+        action: "Analyze".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &regarding).await {
+        tracing::warn!(namespace = %w.namespace, workload = %w.name, error = %e, "cannot publish event");
+    }
+}
+
+struct WorkloadEvent {
+    warning: bool,
+    reason: &'static str,
+    note: String,
+}
+
+/// The event for a new report: `Analyzed` with the totals, or `AnalysisFailed` naming each
+/// failed container (at most 1 KiB, as the API allows).
+fn workload_event(
+    w: &Workload,
+    status: &ImageReportStatus,
+    failed: &[(String, String, String, bool)],
+) -> WorkloadEvent {
+    let report = format!("imagereport/{}", w.report_name());
+    let mut event = match status.summary.as_ref() {
+        _ if !failed.is_empty() => WorkloadEvent {
+            warning: true,
+            reason: "AnalysisFailed",
+            note: failed
+                .iter()
+                .map(|(name, reason, message, _)| format!("container {name}: {reason}: {message}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+        Some(s) => WorkloadEvent {
+            warning: false,
+            reason: "Analyzed",
+            note: format!(
+                "{} {}: pull {}, reclaimable {}, efficiency {} ({report})",
+                s.images,
+                if s.images == 1 { "image" } else { "images" },
+                s.pull_size,
+                s.reclaimable,
+                s.efficiency_percent
+            ),
+        },
+        None => WorkloadEvent {
+            warning: false,
+            reason: "Analyzed",
+            note: format!("no images ({report})"),
+        },
+    };
+    if event.note.len() > 1024 {
+        let mut end = 1021;
+        while !event.note.is_char_boundary(end) {
+            end -= 1;
+        }
+        event.note.truncate(end);
+        event.note.push_str("...");
+    }
+    event
 }
 
 async fn write_report(
@@ -730,6 +818,63 @@ mod tests {
         let future = pod("2026-11-28T10:05:00Z", None);
         assert_eq!(unscheduled_wait(&future, now), Some(SCHEDULING_GRACE));
         assert!(scheduled(&pod("2026-11-28T10:00:07Z", Some("node-a"))));
+    }
+
+    fn web() -> Workload {
+        Workload {
+            namespace: "shop".into(),
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+        }
+    }
+
+    #[test]
+    fn events_say_what_the_report_says() {
+        let summary = ReportSummary {
+            images: 2,
+            pull_size: "38.7 MB".into(),
+            reclaimable: "12.0 MB".into(),
+            efficiency_percent: "91.5%".into(),
+            ..Default::default()
+        };
+        let status = ImageReportStatus {
+            summary: Some(summary),
+            containers: vec![],
+            conditions: vec![],
+        };
+        let e = workload_event(&web(), &status, &[]);
+        assert!(!e.warning);
+        assert_eq!(e.reason, "Analyzed");
+        assert_eq!(
+            e.note,
+            "2 images: pull 38.7 MB, reclaimable 12.0 MB, efficiency 91.5% \
+             (imagereport/deployment-web)"
+        );
+
+        let failed = vec![(
+            "app".to_string(),
+            "RegistryUnreachable".to_string(),
+            "manifest r/app:1: connection refused".to_string(),
+            true,
+        )];
+        let e = workload_event(&web(), &status, &failed);
+        assert!(e.warning);
+        assert_eq!(e.reason, "AnalysisFailed");
+        assert_eq!(
+            e.note,
+            "container app: RegistryUnreachable: manifest r/app:1: connection refused"
+        );
+
+        // The API takes at most 1 KiB of note; multi-byte text is cut on a character boundary.
+        let long = vec![("app".to_string(), "X".to_string(), "é".repeat(2000), false)];
+        let e = workload_event(&web(), &status, &long);
+        assert!(
+            e.note.len() <= 1024 && e.note.ends_with("..."),
+            "{}",
+            e.note.len()
+        );
     }
 
     #[test]
