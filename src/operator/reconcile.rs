@@ -211,7 +211,7 @@ async fn reconcile_inner(
     let results = futures_util::future::join_all(analyses).await;
 
     let mut containers = Vec::with_capacity(wanted.len());
-    let mut failed: Vec<(String, String, String, bool)> = Vec::new();
+    let mut failed: Vec<(String, ContainerFailure)> = Vec::new();
     let mut used = Vec::with_capacity(wanted.len());
     for ((name, init, _, _), result) in wanted.iter().zip(results) {
         match result {
@@ -226,19 +226,14 @@ async fn reconcile_inner(
                 });
             }
             Err(f) => {
-                failed.push((
-                    name.clone(),
-                    f.reason.clone(),
-                    f.message.clone(),
-                    f.transient,
-                ));
                 containers.push(ContainerReport {
                     name: name.clone(),
                     init: *init,
                     findings: None,
-                    error: Some(f.message),
-                    reason: Some(f.reason),
+                    error: Some(f.message.clone()),
+                    reason: Some(f.reason.clone()),
                 });
+                failed.push((name.clone(), f));
             }
         }
     }
@@ -286,7 +281,7 @@ async fn reconcile_inner(
         ctx.written.lock().await.insert(written_key, new_status);
     }
 
-    if failed.iter().any(|f| f.3) {
+    if failed.iter().any(|(_, f)| f.transient) {
         return Ok(Some(next_backoff(ctx, w)));
     }
     ctx.failures.lock().expect("failures lock").remove(w);
@@ -299,7 +294,7 @@ async fn publish_event(
     ctx: &Context,
     w: &Workload,
     status: &ImageReportStatus,
-    failed: &[(String, String, String, bool)],
+    failed: &[(String, ContainerFailure)],
 ) {
     use kube::runtime::events::{Event, EventType};
     let event = workload_event(w, status, failed);
@@ -338,7 +333,7 @@ struct WorkloadEvent {
 fn workload_event(
     w: &Workload,
     status: &ImageReportStatus,
-    failed: &[(String, String, String, bool)],
+    failed: &[(String, ContainerFailure)],
 ) -> WorkloadEvent {
     let report = format!("imagereport/{}", w.report_name());
     let mut event = match status.summary.as_ref() {
@@ -347,7 +342,7 @@ fn workload_event(
             reason: "AnalysisFailed",
             note: failed
                 .iter()
-                .map(|(name, reason, message, _)| format!("container {name}: {reason}: {message}"))
+                .map(|(name, f)| format!("container {name}: {}: {}", f.reason, f.message))
                 .collect::<Vec<_>>()
                 .join("; "),
         },
@@ -458,7 +453,7 @@ fn summarize(containers: &[ContainerReport]) -> ReportSummary {
 }
 
 fn ready_condition(
-    failed: &[(String, String, String, bool)],
+    failed: &[(String, ContainerFailure)],
     previous: Option<&ImageReportStatus>,
 ) -> Condition {
     let (status, reason, message) = match failed.first() {
@@ -467,12 +462,12 @@ fn ready_condition(
             "Analyzed".to_string(),
             "every container's image was analyzed".to_string(),
         ),
-        Some((_, reason, _, _)) => (
+        Some((_, first)) => (
             "False".to_string(),
-            reason.clone(),
+            first.reason.clone(),
             failed
                 .iter()
-                .map(|(name, _, message, _)| format!("container {name}: {message}"))
+                .map(|(name, f)| format!("container {name}: {}", f.message))
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
@@ -491,6 +486,9 @@ fn ready_condition(
 }
 
 /// Why one container's image has no findings.
+/// Why a container's image has no findings: the condition's reason, a message naming the image
+/// and the problem, and whether trying again later may help.
+#[derive(Debug, Clone)]
 struct ContainerFailure {
     reason: String,
     message: String,
@@ -853,11 +851,17 @@ mod tests {
              (imagereport/deployment-web)"
         );
 
+        let failure = |reason: &str, message: &str| ContainerFailure {
+            reason: reason.into(),
+            message: message.into(),
+            transient: true,
+        };
         let failed = vec![(
             "app".to_string(),
-            "RegistryUnreachable".to_string(),
-            "manifest r/app:1: connection refused".to_string(),
-            true,
+            failure(
+                "RegistryUnreachable",
+                "manifest r/app:1: connection refused",
+            ),
         )];
         let e = workload_event(&web(), &status, &failed);
         assert!(e.warning);
@@ -868,7 +872,7 @@ mod tests {
         );
 
         // The API takes at most 1 KiB of note; multi-byte text is cut on a character boundary.
-        let long = vec![("app".to_string(), "X".to_string(), "é".repeat(2000), false)];
+        let long = vec![("app".to_string(), failure("X", &"é".repeat(2000)))];
         let e = workload_event(&web(), &status, &long);
         assert!(
             e.note.len() <= 1024 && e.note.ends_with("..."),
