@@ -99,7 +99,7 @@ async fn namespace(client: &Client, name: &str) -> String {
 async fn node(client: &Client, name: &str, arch: &str) {
     let nodes: Api<Node> = Api::all(client.clone());
     if nodes.get_opt(name).await.unwrap().is_none() {
-        nodes
+        let created = nodes
             .create(
                 &PostParams::default(),
                 &serde_json::from_value(json!({
@@ -108,8 +108,13 @@ async fn node(client: &Client, name: &str, arch: &str) {
                 }))
                 .unwrap(),
             )
-            .await
-            .unwrap();
+            .await;
+        match created {
+            // Tests run in parallel: another one may have created it in between.
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(e) => panic!("create node {name}: {e}"),
+        }
     }
     nodes
         .patch_status(
