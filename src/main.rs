@@ -69,7 +69,8 @@ struct RunArgs {
     lease_namespace: Option<String>,
     #[arg(long, default_value = "imagebloat-leader")]
     lease_name: String,
-    /// This replica's identity in the Lease (default: $POD_NAME, else the host name and PID).
+    /// This replica's name in the Lease and on its Events (default: $POD_NAME, else the host
+    /// name and PID).
     #[arg(long)]
     identity: Option<String>,
     /// First delay before retrying a failed analysis, in seconds (doubles, up to ten times).
