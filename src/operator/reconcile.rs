@@ -336,8 +336,8 @@ fn workload_event(
     failed: &[(String, ContainerFailure)],
 ) -> WorkloadEvent {
     let report = format!("imagereport/{}", w.report_name());
-    let mut event = match status.summary.as_ref() {
-        _ if !failed.is_empty() => WorkloadEvent {
+    let mut event = if !failed.is_empty() {
+        WorkloadEvent {
             warning: true,
             reason: "AnalysisFailed",
             note: failed
@@ -345,8 +345,9 @@ fn workload_event(
                 .map(|(name, f)| format!("container {name}: {}: {}", f.reason, f.message))
                 .collect::<Vec<_>>()
                 .join("; "),
-        },
-        Some(s) => WorkloadEvent {
+        }
+    } else if let Some(s) = &status.summary {
+        WorkloadEvent {
             warning: false,
             reason: "Analyzed",
             note: format!(
@@ -357,12 +358,13 @@ fn workload_event(
                 s.reclaimable,
                 s.efficiency_percent
             ),
-        },
-        None => WorkloadEvent {
+        }
+    } else {
+        WorkloadEvent {
             warning: false,
             reason: "Analyzed",
             note: format!("no images ({report})"),
-        },
+        }
     };
     if event.note.len() > 1024 {
         let mut end = 1021;
@@ -485,7 +487,6 @@ fn ready_condition(
     }
 }
 
-/// Why one container's image has no findings.
 /// Why a container's image has no findings: the condition's reason, a message naming the image
 /// and the problem, and whether trying again later may help.
 #[derive(Debug, Clone)]
