@@ -647,6 +647,92 @@ async fn one_image_used_by_fifty_workloads_is_downloaded_once() {
     assert_eq!(blob_gets(&reference), 3);
 }
 
+/// Registry A's access-log lines for `METHOD /v2/<repo>/manifests/<tag>` of a `repo:tag` reference.
+fn manifest_requests(method: &str, reference: &str) -> usize {
+    let (repo_path, tag) = reference
+        .split_once('/')
+        .unwrap()
+        .1
+        .rsplit_once(':')
+        .unwrap();
+    let needle = format!("\"{method} /v2/{repo_path}/manifests/{tag} ");
+    std::fs::read_to_string(env("IMAGEBLOAT_TEST_REGISTRY_LOG"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .count()
+}
+
+#[tokio::test]
+async fn a_tag_is_resolved_by_head_until_the_kubelet_reports_the_digest_which_wins() {
+    let client = client().await;
+    install_crd(&client).await;
+    node(&client, "e2e-amd64", "amd64").await;
+    let ns = namespace(&client, "e2e-tag").await;
+    let first = ImageBuilder::new(vec![Layer::new("v1").sized("app", 10_000)]).build();
+    let second = ImageBuilder::new(vec![Layer::new("v2").sized("app", 20_000)]).build();
+    let reference = format!("{}:1", repo("e2e-tag"));
+    let first_digest = Pusher::plain().push(&first, &reference).await;
+    let op = Operator::start(&ns, &[]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("tagged", 1, &[], &[("main", &reference)]),
+        )
+        .await
+        .unwrap();
+    // Bound, but no image reported yet (the kubelet is still pulling).
+    let pod = pods_of(&client, &ns, 1).await.remove(0);
+    run_pod(&client, &ns, &pod, "e2e-amd64", &[]).await;
+    let r = report(
+        &client,
+        &ns,
+        "deployment-tagged",
+        Duration::from_secs(60),
+        &op,
+    )
+    .await;
+    let findings = r.status.unwrap().containers[0].findings.clone().unwrap();
+    assert_eq!(findings.digest, first_digest);
+    assert_eq!(findings.analysis.size_bytes, 10_000);
+    assert!(manifest_requests("HEAD", &reference) >= 1);
+    assert_eq!(
+        manifest_requests("GET", &reference),
+        0,
+        "the tag is resolved without fetching its manifest"
+    );
+
+    // The tag moves and the kubelet reports running the new digest: its word wins at once, though
+    // the operator still remembers the tag's old digest.
+    let second_digest = Pusher::plain().push(&second, &reference).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let bound = pods
+        .get(pod.metadata.name.as_deref().unwrap())
+        .await
+        .unwrap();
+    run_pod(
+        &client,
+        &ns,
+        &bound,
+        "e2e-amd64",
+        &[("main", &image_id(&reference, &second_digest))],
+    )
+    .await;
+    let reports: Api<ImageReport> = Api::namespaced(client.clone(), &ns);
+    let size = wait_for(
+        "the report of the new digest",
+        Duration::from_secs(20),
+        || async {
+            let r = reports.get_opt("deployment-tagged").await.ok()??;
+            let f = r.status?.containers.first()?.findings.clone()?;
+            (f.digest == second_digest).then_some(f.analysis.size_bytes)
+        },
+    )
+    .await;
+    assert_eq!(size, 20_000);
+}
+
 #[tokio::test]
 async fn operator_restart_reuses_reports_without_downloading() {
     let client = client().await;
