@@ -598,12 +598,20 @@ fn blob_gets(reference: &str) -> usize {
         .rsplit_once(':')
         .map(|(r, _)| r)
         .unwrap_or(repo_path);
-    let needle = format!("\"GET /v2/{repo_path}/blobs/");
+    access_log(&format!("\"GET /v2/{repo_path}/blobs/"))
+        .iter()
+        .filter(|l| l.contains("\" 200 "))
+        .count()
+}
+
+/// Registry A's access-log lines that contain `needle`.
+fn access_log(needle: &str) -> Vec<String> {
     std::fs::read_to_string(env("IMAGEBLOAT_TEST_REGISTRY_LOG"))
         .unwrap()
         .lines()
-        .filter(|l| l.contains(&needle) && l.contains("\" 200 "))
-        .count()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
 }
 
 #[tokio::test]
@@ -655,12 +663,7 @@ fn manifest_requests(method: &str, reference: &str) -> usize {
         .1
         .rsplit_once(':')
         .unwrap();
-    let needle = format!("\"{method} /v2/{repo_path}/manifests/{tag} ");
-    std::fs::read_to_string(env("IMAGEBLOAT_TEST_REGISTRY_LOG"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .count()
+    access_log(&format!("\"{method} /v2/{repo_path}/manifests/{tag} ")).len()
 }
 
 #[tokio::test]
