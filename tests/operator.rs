@@ -745,8 +745,16 @@ async fn operator_restart_reuses_reports_without_downloading() {
     let image = ImageBuilder::new(vec![Layer::new("ADD x").sized("x", 12_345)]).build();
     let reference = format!("{}:1", repo("e2e-restart"));
     let digest = Pusher::plain().push(&image, &reference).await;
+    // A single-platform image built for another architecture than its Node's: its findings are
+    // those of its one manifest whatever the Node, and are found again after the restart too.
+    let other = ImageBuilder::new(vec![Layer::new("ADD y").sized("y", 5_432)])
+        .platform("arm64", Some("v8"))
+        .build();
+    let other_ref = format!("{}:1", repo("e2e-restart-other"));
+    let other_digest = Pusher::plain().push(&other, &other_ref).await;
     let first = Operator::start(&ns, &[]);
     deploy_running(&client, &ns, "api", &reference, &digest, "e2e-amd64").await;
+    deploy_running(&client, &ns, "edge", &other_ref, &other_digest, "e2e-amd64").await;
     let before = report(
         &client,
         &ns,
@@ -755,8 +763,20 @@ async fn operator_restart_reuses_reports_without_downloading() {
         &first,
     )
     .await;
+    let edge = report(
+        &client,
+        &ns,
+        "deployment-edge",
+        Duration::from_secs(60),
+        &first,
+    )
+    .await;
+    let edge = edge.status.unwrap().containers[0].findings.clone().unwrap();
+    assert_eq!(edge.platform, "linux/arm64/v8");
+    assert_eq!(edge.analysis.size_bytes, 5_432);
     let fetched = blob_gets(&reference);
     assert_eq!(fetched, 2, "layer and config");
+    assert_eq!(blob_gets(&other_ref), 2, "layer and config");
     drop(first);
 
     let second = Operator::start(&ns, &[]);
@@ -784,6 +804,17 @@ async fn operator_restart_reuses_reports_without_downloading() {
             >= 1.0
     );
     assert_eq!(blob_gets(&reference), fetched, "no blob downloaded again");
+    wait_for(
+        "the other image's gauges after restart",
+        Duration::from_secs(30),
+        || async {
+            let s = second.scrape().await;
+            series(&s, "imagebloat_image_size_bytes", &[("workload", "edge")])
+                .filter(|v| *v == 5_432.0)
+        },
+    )
+    .await;
+    assert_eq!(blob_gets(&other_ref), 2, "nor the other image's");
     let after = report(
         &client,
         &ns,

@@ -41,6 +41,15 @@ impl<T> ImageCache<T> {
         cell.clone()
     }
 
+    /// The findings under a key, if analyzed (marks it used); creates nothing.
+    pub fn get(&self, key: &str) -> Option<Arc<T>> {
+        let mut entries = self.entries.lock().expect("image cache lock");
+        let (cell, used) = entries.get_mut(key)?;
+        let found = cell.get()?.clone();
+        *used = Instant::now();
+        Some(found)
+    }
+
     /// Records the keys a workload uses now (replacing what it used before).
     pub fn used_by(&self, workload: (String, String), keys: Vec<String>) {
         self.used_by
@@ -120,6 +129,20 @@ mod tests {
         cache.release(&workload("web"));
         assert_eq!(cache.prune(Duration::ZERO), 1);
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn get_finds_only_analyzed_entries_and_creates_none() {
+        let cache = ImageCache::<String>::default();
+        assert_eq!(cache.get("r/app@sha256:1|*"), None);
+        assert!(cache.is_empty(), "a miss creates nothing");
+        let cell = cache.cell("r/app@sha256:1|*");
+        assert_eq!(cache.get("r/app@sha256:1|*"), None, "not analyzed yet");
+        cell.set(findings()).unwrap();
+        assert_eq!(
+            cache.get("r/app@sha256:1|*").as_deref().map(String::as_str),
+            Some("findings")
+        );
     }
 
     #[test]

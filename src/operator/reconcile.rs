@@ -35,6 +35,13 @@ fn image_key(reference: &Reference, platform: &Platform) -> String {
     format!("{}|{platform}", reference.whole())
 }
 
+/// The key of a single-platform manifest's findings, whatever platform was asked for: a plain
+/// manifest is the same image on every Node, so a Node of another platform (or the default
+/// platform of a Pod not yet scheduled) finds it too, after a restart as well.
+fn any_platform_key(reference: &Reference) -> String {
+    format!("{}|*", reference.whole())
+}
+
 /// Reads existing reports: their findings go into the image cache (when made by this analyzer
 /// version), their statuses into the written-cache, so a restart downloads and writes nothing
 /// that is already reported.
@@ -56,6 +63,14 @@ pub async fn seed_from_reports(ctx: &Context) -> Result<(), OperatorError> {
                 continue;
             };
             let findings = Arc::new(f.clone());
+            if f.index_digest.is_none() {
+                let r = Reference::with_digest(
+                    reference.registry().to_string(),
+                    reference.repository().to_string(),
+                    f.digest.clone(),
+                );
+                ctx.remember(any_platform_key(&r), findings.clone());
+            }
             for digest in std::iter::once(&f.digest).chain(f.index_digest.as_ref()) {
                 let r = Reference::with_digest(
                     reference.registry().to_string(),
@@ -583,11 +598,14 @@ async fn analyze_container(
         digest,
     );
     let key = image_key(&target, platform);
-    let cell = ctx.images.cell(&key);
-    if let Some(f) = cell.get() {
-        ctx.metrics.cache_hits.with_label_values(&["image"]).inc();
-        return Ok((key, f.clone()));
+    let any_key = any_platform_key(&target);
+    for k in [&key, &any_key] {
+        if let Some(f) = ctx.images.get(k) {
+            ctx.metrics.cache_hits.with_label_values(&["image"]).inc();
+            return Ok((k.clone(), f));
+        }
     }
+    let cell = ctx.images.cell(&key);
     cell.get_or_try_init(|| async {
         let credentials = keyring.for_image(&reference).await;
         let _global = ctx.analysis_slots.acquire().await.expect("semaphore open");
@@ -625,7 +643,11 @@ async fn analyze_container(
             Ok(mut scanned) => {
                 scanned.image = target.whole();
                 tracing::info!(image = %scanned.image, platform = %platform, seconds = started.elapsed().as_secs_f64(), "analyzed");
-                Ok(Arc::new(ImageFindings::new(&scanned)))
+                let findings = Arc::new(ImageFindings::new(&scanned));
+                if findings.index_digest.is_none() {
+                    let _ = ctx.images.cell(&any_key).set(findings.clone());
+                }
+                Ok(findings)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "analysis failed");
