@@ -598,20 +598,10 @@ fn blob_gets(reference: &str) -> usize {
         .rsplit_once(':')
         .map(|(r, _)| r)
         .unwrap_or(repo_path);
-    access_log(&format!("\"GET /v2/{repo_path}/blobs/"))
+    registry_log(&format!("\"GET /v2/{repo_path}/blobs/"))
         .iter()
         .filter(|l| l.contains("\" 200 "))
         .count()
-}
-
-/// Registry A's access-log lines that contain `needle`.
-fn access_log(needle: &str) -> Vec<String> {
-    std::fs::read_to_string(env("IMAGEBLOAT_TEST_REGISTRY_LOG"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_string)
-        .collect()
 }
 
 #[tokio::test]
@@ -663,7 +653,7 @@ fn manifest_requests(method: &str, reference: &str) -> usize {
         .1
         .rsplit_once(':')
         .unwrap();
-    access_log(&format!("\"{method} /v2/{repo_path}/manifests/{tag} ")).len()
+    registry_log(&format!("\"{method} /v2/{repo_path}/manifests/{tag} ")).len()
 }
 
 #[tokio::test]
@@ -839,13 +829,7 @@ async fn private_image_is_pulled_with_the_service_accounts_pull_secret() {
     );
     let image = ImageBuilder::new(vec![Layer::new("ADD secret-app").sized("app", 4_242)]).build();
     let reference = format!("{reg}/private/e2e:{}", std::process::id());
-    let digest = Pusher::with(
-        oci_client::client::ClientProtocol::Http,
-        oci_client::secrets::RegistryAuth::Basic(user.clone(), password.clone()),
-        vec![],
-    )
-    .push(&image, &reference)
-    .await;
+    let digest = Pusher::basic_auth().push(&image, &reference).await;
 
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));

@@ -284,13 +284,7 @@ async fn basic_auth_registry_needs_the_credentials_from_a_docker_config() {
     );
     let image = single(7_000, "private");
     let r = format!("{reg}/private/app:1");
-    Pusher::with(
-        oci_client::client::ClientProtocol::Http,
-        oci_client::secrets::RegistryAuth::Basic(user.clone(), password.clone()),
-        vec![],
-    )
-    .push(&image, &r)
-    .await;
+    Pusher::basic_auth().push(&image, &r).await;
 
     let (code, _, stderr) = scan_json(&["--insecure-registry", &reg, "--retries", "0", &r]);
     assert_eq!(code, 2);
@@ -345,17 +339,6 @@ async fn basic_auth_registry_needs_the_credentials_from_a_docker_config() {
     assert!(!stderr.contains("wrong-secret"), "{stderr}");
 }
 
-/// Registry access lines for one path (method, status) in registry A's log.
-fn access_lines(method: &str, path: &str) -> Vec<String> {
-    let needle = format!("\"{method} {path} ");
-    std::fs::read_to_string(env("IMAGEBLOAT_TEST_REGISTRY_LOG"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_string)
-        .collect()
-}
-
 #[tokio::test]
 async fn a_tag_resolves_to_its_digest_with_a_head_request_and_through_auth() {
     use imagebloat::registry::{Credential, Reference, Registry, RegistryOptions};
@@ -378,8 +361,8 @@ async fn a_tag_resolves_to_its_digest_with_a_head_request_and_through_auth() {
     assert_eq!(got, digest);
     // One HEAD, and the manifest itself never fetched by tag (no body, no pull counted).
     let manifests = format!("/v2/{path}/manifests/1");
-    assert_eq!(access_lines("HEAD", &manifests).len(), 1);
-    assert!(access_lines("GET", &manifests).is_empty());
+    assert_eq!(registry_log(&format!("\"HEAD {manifests} ")).len(), 1);
+    assert!(registry_log(&format!("\"GET {manifests} ")).is_empty());
 
     // A missing tag is a NotFound naming it.
     let err = client
@@ -396,13 +379,7 @@ async fn a_tag_resolves_to_its_digest_with_a_head_request_and_through_auth() {
         env("IMAGEBLOAT_TEST_REGISTRY_PASSWORD"),
     );
     let r = format!("{reg}/private/resolve-{}:1", std::process::id());
-    let digest = Pusher::with(
-        oci_client::client::ClientProtocol::Http,
-        oci_client::secrets::RegistryAuth::Basic(user.clone(), password.clone()),
-        vec![],
-    )
-    .push(&image, &r)
-    .await;
+    let digest = Pusher::basic_auth().push(&image, &r).await;
     let client = Registry::new(RegistryOptions {
         insecure: [reg.clone()].into(),
         max_retries: 0,

@@ -298,6 +298,18 @@ impl Pusher {
         Self::with(ClientProtocol::Http, RegistryAuth::Anonymous, vec![])
     }
 
+    /// Pushes to the basic-auth registry (B) with its test user.
+    pub fn basic_auth() -> Self {
+        Self::with(
+            ClientProtocol::Http,
+            RegistryAuth::Basic(
+                env("IMAGEBLOAT_TEST_REGISTRY_USER"),
+                env("IMAGEBLOAT_TEST_REGISTRY_PASSWORD"),
+            ),
+            vec![],
+        )
+    }
+
     pub fn with(
         protocol: ClientProtocol,
         auth: RegistryAuth,
@@ -368,6 +380,17 @@ impl Pusher {
             .await;
         sha256(&index)
     }
+}
+
+/// Lines of the plain registry's (A's) access log that contain `needle`, e.g.
+/// `"GET /v2/REPO/blobs/`.
+pub fn registry_log(needle: &str) -> Vec<String> {
+    std::fs::read_to_string(env("IMAGEBLOAT_TEST_REGISTRY_LOG"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A repository name unique to this test run.
