@@ -17,9 +17,7 @@ use std::time::Duration;
 use common::*;
 use fixture::*;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
-use kube::api::{Patch, PatchParams, PostParams};
-use serde_json::json;
+use k8s_openapi::api::core::v1::Pod;
 
 #[tokio::test]
 async fn deployment_with_init_and_two_containers_gets_one_exact_report_and_gauges() {
@@ -316,32 +314,9 @@ async fn private_image_is_pulled_with_the_service_accounts_pull_secret() {
         reference,
     };
 
-    use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let config = json!({"auths": {reg.clone(): {"auth": auth}}}).to_string();
     cluster
-        .api::<Secret>()
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "regcred"},
-                "type": "kubernetes.io/dockerconfigjson",
-                "stringData": {".dockerconfigjson": config}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    cluster
-        .api::<ServiceAccount>()
-        .patch(
-            "default",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"imagePullSecrets": [{"name": "regcred"}]})),
-        )
-        .await
-        .unwrap();
-
+        .give_the_default_service_account_a_pull_secret(&reg, &user, &password)
+        .await;
     let op = cluster.start_operator(&["--insecure-registry", &reg]);
     cluster.deploy_running("private", &image).await;
     let status = cluster
@@ -445,15 +420,12 @@ async fn with_two_replicas_exactly_one_writes() {
     let b = cluster.start_operator(&[&lease[..], &["--identity", "replica-b"]].concat());
     cluster.deploy_running("one", &image).await;
     cluster.report("deployment-one", &a).await;
-    let written = [("result", "success")];
-    let writes_a = a
-        .gauge("imagebloat_reports_written_total", &written)
-        .await
-        .unwrap_or(0.0);
-    let writes_b = b
-        .gauge("imagebloat_reports_written_total", &written)
-        .await
-        .unwrap_or(0.0);
+    let writes = async |op: &Operator| {
+        op.gauge("imagebloat_reports_written_total", &[("result", "success")])
+            .await
+            .unwrap_or(0.0)
+    };
+    let (writes_a, writes_b) = (writes(&a).await, writes(&b).await);
     assert!(
         (writes_a > 0.0) != (writes_b > 0.0),
         "exactly one replica writes: a={writes_a} b={writes_b}"
@@ -562,12 +534,9 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_operato
         "scrapes with image series",
         Duration::from_secs(60),
         || async {
-            let a = prometheus
-                .query("count_over_time(imagebloat_image_pull_bytes{workload=\"good\"}[1m])")
-                .await;
-            a["data"]["result"][0]["value"][1]
-                .as_str()
-                .and_then(|v| v.parse::<f64>().ok())
+            prometheus
+                .value("count_over_time(imagebloat_image_pull_bytes{workload=\"good\"}[1m])")
+                .await
                 .filter(|n| *n >= 3.0)
         },
     )

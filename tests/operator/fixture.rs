@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
@@ -245,6 +245,38 @@ impl Cluster {
     ) -> T {
         let api = self.api::<ImageReport>();
         wait_for(what, timeout, || async { f(api.get_opt(name).await.ok()?) }).await
+    }
+
+    /// A `kubernetes.io/dockerconfigjson` Secret with `user`'s credentials for `registry`, named
+    /// in the `imagePullSecrets` of the namespace's `default` ServiceAccount.
+    pub async fn give_the_default_service_account_a_pull_secret(
+        &self,
+        registry: &str,
+        user: &str,
+        password: &str,
+    ) {
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let config = json!({"auths": {registry: {"auth": auth}}}).to_string();
+        self.api::<Secret>()
+            .create(
+                &PostParams::default(),
+                &from_json(json!({
+                    "metadata": {"name": "regcred"},
+                    "type": "kubernetes.io/dockerconfigjson",
+                    "stringData": {".dockerconfigjson": config}
+                })),
+            )
+            .await
+            .unwrap();
+        self.api::<ServiceAccount>()
+            .patch(
+                "default",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"imagePullSecrets": [{"name": "regcred"}]})),
+            )
+            .await
+            .unwrap();
     }
 
     /// The note of the operator's newest event with `reason` about a workload (`kubectl describe`).
@@ -647,6 +679,15 @@ impl Prometheus {
             .await
             .unwrap();
         serde_json::from_slice(&body).unwrap()
+    }
+
+    /// The value of the first sample of an instant query, if any.
+    pub async fn value(&self, expr: &str) -> Option<f64> {
+        let answer = self.query(expr).await;
+        answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
     }
 }
 
