@@ -9,11 +9,13 @@ the Deployment passes must be one that `IMAGEBLOAT run --help` documents.
 
 What is checked (each failure is printed; exit status 1 when any):
   - restricted Pod Security on the Pod and the container; probes on the metrics port; the image;
-    the downward-API environment; resources;
+    the downward-API environment; resources; a rollout strategy that never has two writers, and
+    the PodDisruptionBudget with more than one replica;
   - the `imagebloat run` arguments built from the values, with no flag given twice unless the
     operator accepts it repeatedly;
   - RBAC: the ClusterRole's rules are exactly the expected set (see EXPECTED_RULES: any widening
-    fails here and must be deliberate), the pull-secret mode, the Lease Role;
+    fails here and must be deliberate), the pull-secret mode, the Lease Role, and the read-only
+    ClusterRole aggregated into the built-in view/edit/admin roles;
   - Service, ServiceMonitor, NetworkPolicy and dashboard ConfigMap wiring (selectors, port names,
     labels, the dashboard JSON is the chart file's);
   - the PrometheusRule's alerts, labels and annotations.
@@ -144,6 +146,19 @@ def main():
     pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
     check(deploy["spec"]["selector"]["matchLabels"].items() <= pod_labels.items(), "Deployment selector does not match its Pod labels")
     check(deploy["spec"]["replicas"] == values["replicaCount"], "replicas differ from replicaCount")
+    leader = values["leaderElection"]["enabled"] or values["replicaCount"] > 1
+    strategy = deploy["spec"].get("strategy", {})
+    if leader:
+        check(strategy.get("type") == "RollingUpdate" and strategy.get("rollingUpdate", {}).get("maxUnavailable") == 0,
+              f"with leader election the rollout must surge a standby first, got {strategy}")
+    else:
+        check(strategy == {"type": "Recreate"}, f"without leader election a rollout must not have two writers (Recreate), got {strategy}")
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    want_pdb = values["podDisruptionBudget"]["enabled"] and values["replicaCount"] > 1
+    check(bool(pdbs) == want_pdb, f"PodDisruptionBudget present={bool(pdbs)}, expected {want_pdb}")
+    for pdb in pdbs:
+        check(pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items(), "PodDisruptionBudget does not select the operator Pods")
+        check(pdb["spec"].get("maxUnavailable") == values["podDisruptionBudget"]["maxUnavailable"], "PodDisruptionBudget maxUnavailable")
     psc = pod.get("securityContext", {})
     check(psc.get("runAsNonRoot") is True, "Pod: runAsNonRoot is not true")
     check(psc.get("runAsUser") == 65532, "Pod: runAsUser is not 65532")
@@ -203,7 +218,6 @@ def main():
         flag = {"maxLayerBytes": "--max-layer-bytes", "layerCache": "--layer-cache"}[key]
         want = op[key] if isinstance(op[key], str) else str(int(op[key]))
         check(first.get(flag) == want, f"{flag} is {first.get(flag)!r}, expected {want!r}")
-    leader = values["leaderElection"]["enabled"] or values["replicaCount"] > 1
     lease_name = values["leaderElection"]["leaseName"] or f"{deploy['metadata']['name']}-leader"
     check(("--leader-elect" in seen) == leader, f"--leader-elect present={'--leader-elect' in seen}, expected {leader}")
     if leader:
@@ -248,7 +262,18 @@ def main():
         for b in by_kind.get(kind, []):
             check(b["subjects"] == [{"kind": "ServiceAccount", "name": sa_name, "namespace": ns}], f"{kind}/{b['metadata']['name']}: subjects are not the operator's ServiceAccount")
     if values["rbac"]["create"]:
-        cr = one("ClusterRole")
+        view_name = f"{deploy['metadata']['name']}-view"
+        views = [r for r in by_kind.get("ClusterRole", []) if r["metadata"]["name"] == view_name]
+        operator_roles = [r for r in by_kind.get("ClusterRole", []) if r["metadata"]["name"] != view_name]
+        check(len(operator_roles) == 1, f"expected one operator ClusterRole, got {len(operator_roles)}")
+        cr = operator_roles[0] if operator_roles else {}
+        check(bool(views) == values["rbac"]["aggregateToDefaultRoles"], "aggregated view ClusterRole presence differs from rbac.aggregateToDefaultRoles")
+        for view in views:
+            labels = view["metadata"]["labels"]
+            for role in ("view", "edit", "admin"):
+                check(labels.get(f"rbac.authorization.k8s.io/aggregate-to-{role}") == "true", f"{view_name}: not aggregated to {role}")
+            check(rules_of(view) == {("imagebloat.dev", "imagereports", ()): {"get", "list", "watch"}},
+                  f"{view_name}: namespace users get read access to ImageReports and nothing else, got {rules_of(view)}")
         expected = {(g, r, ()): set(v) for (g, r), v in EXPECTED_RULES.items()}
         if values["rbac"]["secrets"] == "cluster":
             expected[("", "secrets", ())] = {"get"}

@@ -287,9 +287,9 @@ if [ -n "$cluster" ]; then
     "$K" delete namespace "$ns" "$ns-team" --wait=false >/dev/null 2>&1 || true
   }
   trap 'cleanup_cluster; cleanup' EXIT
-  "$HELM" install "$release" "$CHART" --namespace "$ns" --set leaderElection.enabled=true \
+  "$HELM" install "$release" "$CHART" --namespace "$ns" --set replicaCount=2 \
     --set networkPolicy.enabled=true >/dev/null || fail "helm install"
-  echo "ok   helm install (API server $IMAGEBLOAT_TEST_KUBE_VERSION): $("$K" get -n "$ns" deploy,svc,sa,cm,netpol,role,rolebinding -o name | tr '\n' ' ')"
+  echo "ok   helm install (API server $IMAGEBLOAT_TEST_KUBE_VERSION): $("$K" get -n "$ns" deploy,pdb,svc,sa,cm,netpol,role,rolebinding -o name | tr '\n' ' ')"
   can() { "$K" auth can-i --as="$sa" "$@" 2>/dev/null; }
   allowed=(
     "list pods -A" "watch pods -A" "get pods -n $ns-team"
@@ -359,6 +359,24 @@ EOF
   else
     cat "$work/patch-only.log"
     fail "the patch-only apply failed, but not with Forbidden"
+  fi
+  # Namespace users read their own namespace's reports through the built-in roles (the chart's
+  # ClusterRole is aggregated into view, edit and admin), and nothing elsewhere.
+  "$K" create rolebinding team-view -n "$ns-team" --clusterrole=view --user=team-member >/dev/null
+  user_can() { "$K" auth can-i --as=team-member "$@" 2>/dev/null; }
+  for _ in $(seq 60); do
+    [ "$(user_can list imagereports.imagebloat.dev -n "$ns-team")" = yes ] && break
+    sleep 1 # the controller-manager aggregates ClusterRoles asynchronously
+  done
+  if [ "$(user_can list imagereports.imagebloat.dev -n "$ns-team")" = yes ] &&
+    [ "$(user_can get imagereports.imagebloat.dev -n "$ns-team")" = yes ] &&
+    [ "$(user_can watch imagereports.imagebloat.dev -n "$ns-team")" = yes ] &&
+    [ "$(user_can patch imagereports.imagebloat.dev -n "$ns-team")" = no ] &&
+    [ "$(user_can list imagereports.imagebloat.dev -n "$ns")" = no ] &&
+    "$K" get --as=team-member -n "$ns-team" imagereports.imagebloat.dev deployment-chart-check >/dev/null; then
+    echo "ok   a user with the built-in view role reads its namespace's ImageReports (and only there, read-only)"
+  else
+    fail "the built-in view role does not grant exactly read access to ImageReports in its namespace"
   fi
   printf 'apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: %s-leader\n  namespace: %s\nspec:\n  holderIdentity: a\n' "$fullname" "$ns" >"$work/lease.yaml"
   if "$K" create --as="$sa" -f "$work/lease.yaml" >/dev/null &&
