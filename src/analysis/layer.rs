@@ -516,7 +516,7 @@ impl HeaderWatch {
             }
             return Ok(());
         }
-        if self.block.iter().all(|&b| b == 0) {
+        if self.block == [0; BLOCK] {
             self.done = true;
             return Ok(());
         }

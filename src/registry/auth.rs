@@ -162,15 +162,17 @@ impl Keyring {
                 line: e.line(),
                 column: e.column(),
             })?;
+        // Anything but an object holds no entries (as a legacy dockercfg would not).
         let serde_json::Value::Object(mut top) = value else {
-            return Err(ConfigError::Shape("expected a JSON object"));
+            return Ok(Keyring::default());
         };
-        let auths: Vec<(String, AuthEntry)> = match top.remove("auths") {
+        // Sorted by key, whatever order the JSON map keeps: equal-specificity ties are stable.
+        let auths: std::collections::BTreeMap<String, AuthEntry> = match top.remove("auths") {
             Some(serde_json::Value::Object(map)) => map
                 .into_iter()
                 .map(|(k, v)| AuthEntry::from_json(&k, v).map(|e| (k, e)))
                 .collect::<Result<_, _>>()?,
-            Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Null) => Default::default(),
             Some(_) => return Err(ConfigError::Shape("\"auths\" should be an object")),
             // A legacy dockercfg holds only entries, possibly among unrelated keys.
             None => top
@@ -391,7 +393,6 @@ mod tests {
             format!(r#"{{"auths": {{"r.example": {{"auth": 1, "x": "{secret}"}}}}}}"#),
             format!(r#"{{"auths": "{secret}"}}"#),
             format!(r#"{{"auths": {{"r.example": {{"auth": "{secret}"#),
-            format!(r#"["{secret}"]"#),
         ] {
             let e = Keyring::from_docker_config(json.as_bytes()).unwrap_err();
             for text in [e.to_string(), format!("{e:?}")] {
