@@ -521,7 +521,15 @@ impl HeaderWatch {
             return Ok(());
         }
         let header = tar::Header::from_byte_slice(&self.block);
-        let Ok(declared) = header.entry_size() else {
+        // The tar crate's own checks: past a block it refuses, there is nothing to follow.
+        let sum = self.block[..148]
+            .iter()
+            .chain(&self.block[156..])
+            .map(|&b| u32::from(b))
+            .sum::<u32>()
+            + 8 * 32;
+        let (Ok(declared), Ok(true)) = (header.entry_size(), header.cksum().map(|c| c == sum))
+        else {
             self.done = true;
             return Ok(());
         };
@@ -926,6 +934,48 @@ mod tests {
             "././@LongLink",
             100 << 20,
         ));
+        let err = index(&tar, &LayerLimits::default()).unwrap_err();
+        assert!(matches!(err, LayerError::ExtensionTooLarge { .. }), "{err}");
+    }
+
+    fn octal(field: &mut [u8], value: u64) {
+        let text = format!("{value:0width$o}\0", width = field.len() - 1);
+        field.copy_from_slice(text.as_bytes());
+    }
+
+    /// A GNU sparse file of five 512-byte chunks, the fifth described in an extension block.
+    fn sparse_file() -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("sparse").unwrap();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_mode(0o644);
+        h.set_size(5 * 512);
+        let gnu = h.as_gnu_mut().unwrap();
+        for (i, chunk) in gnu.sparse.iter_mut().enumerate() {
+            octal(&mut chunk.offset, i as u64 * 1024);
+            octal(&mut chunk.numbytes, 512);
+        }
+        gnu.isextended[0] = 1;
+        octal(&mut gnu.realsize, 4096 + 512);
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        let mut extension = [0u8; BLOCK];
+        octal(&mut extension[..12], 4096);
+        octal(&mut extension[12..24], 512);
+        out.extend_from_slice(&extension);
+        out.extend_from_slice(&[9; 5 * 512]);
+        out
+    }
+
+    #[test]
+    fn the_cap_is_found_after_a_sparse_file_with_extension_blocks() {
+        let mut tar = sparse_file();
+        tar.extend(member(tar::EntryType::Regular, "next", b"x"));
+        let layer = index(&end(tar.clone()), &LayerLimits::default()).unwrap();
+        let paths: Vec<_> = layer.entries().map(|e| e.path.to_vec()).collect();
+        assert_eq!(paths, vec![b"sparse".to_vec(), b"next".to_vec()]);
+
+        tar.extend(header(tar::EntryType::XHeader, "pax", 100 << 20));
         let err = index(&tar, &LayerLimits::default()).unwrap_err();
         assert!(matches!(err, LayerError::ExtensionTooLarge { .. }), "{err}");
     }
