@@ -333,6 +333,25 @@ async fn a_huge_token_response_is_refused_at_its_cap() {
 }
 
 #[tokio::test]
+async fn a_token_longer_than_its_cap_is_refused() {
+    let server = Server::start(|seen: &Seen| {
+        if seen.path.starts_with("/token") {
+            let body = format!(r#"{{"token":"{}"}}"#, "t".repeat(40 << 10));
+            reply(200, &[], body.as_bytes())
+        } else {
+            challenge(&format!("http://{}/token", seen.host))
+        }
+    })
+    .await;
+    let err = client(&[&server.addr], |_| {})
+        .manifest(&server.image("team/app:1"), "1", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Token { .. }), "{err}");
+    assert!(err.to_string().contains("32768-byte cap"), "{err}");
+}
+
+#[tokio::test]
 async fn an_endless_manifest_is_refused_at_the_manifest_cap() {
     let server = Server::start(|_| Reply::Flood {
         status: 200,

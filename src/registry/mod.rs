@@ -52,6 +52,10 @@ pub const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 /// with claims), sometimes a refresh token beside it.
 pub const MAX_TOKEN_RESPONSE_BYTES: usize = 256 << 10;
 
+/// Tokens longer than this are refused, so that the token cache stays small
+/// ([`RegistryOptions::auth_cache_entries`] of them at most).
+pub const MAX_TOKEN_BYTES: usize = 32 << 10;
+
 /// Items of an OCI error list quoted in an error message.
 const MAX_ERROR_ITEMS: usize = 5;
 
@@ -86,7 +90,8 @@ pub struct RegistryOptions {
     pub blob_min_window_bytes: u64,
     /// A whole blob must arrive within `request_timeout` plus its size at this rate (bytes/s).
     pub blob_min_throughput: u64,
-    /// Authorization headers (tokens) remembered, per registry, repository and credential.
+    /// Authorization headers (tokens) remembered, per registry, repository and credential:
+    /// with [`MAX_TOKEN_BYTES`], the bound on the cache's memory.
     pub auth_cache_entries: usize,
 }
 
@@ -104,7 +109,8 @@ impl Default for RegistryOptions {
             blob_stall_window: Duration::from_secs(30),
             blob_min_window_bytes: 64 << 10,
             blob_min_throughput: 32 << 10,
-            auth_cache_entries: 1024,
+            // 8 MiB at most; a token evicted early costs one token request.
+            auth_cache_entries: 256,
         }
     }
 }
@@ -830,6 +836,11 @@ impl Registry {
             .or(body.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| token_error("the response holds no token".into()))?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(token_error(format!(
+                "the token is longer than the {MAX_TOKEN_BYTES}-byte cap"
+            )));
+        }
         Ok(CachedAuth {
             header: format!("Bearer {token}"),
             expires: Some(Instant::now() + token_lifetime(body.expires_in)),
