@@ -310,6 +310,7 @@ async fn run_scan(args: ScanArgs) -> ExitCode {
         limits: LayerLimits {
             max_uncompressed_bytes: args.max_layer_bytes.as_u64(),
             max_entries: args.max_layer_entries,
+            ..Default::default()
         },
         layer_concurrency: args.layer_concurrency,
         progress,

@@ -13,6 +13,7 @@ fn limits() -> LayerLimits {
     LayerLimits {
         max_uncompressed_bytes: 16 << 20,
         max_entries: 10_000,
+        ..Default::default()
     }
 }
 

@@ -6,12 +6,16 @@
 //! specific first, so a repository-level credential wins over a registry-wide one. Docker Hub's
 //! many spellings (`https://index.docker.io/v1/`, `docker.io`, `registry-1.docker.io`) are one.
 //!
-//! Secrets never leave this module in printable form: `Debug` and `Display` redact them.
+//! Secrets never leave this module in printable form: `Debug` and `Display` redact them, and
+//! errors about a malformed config name the entry and the field, never a value.
+//!
+//! A credential from a keyring remembers the key it was configured under, and
+//! [`Credential::applies_to`] tells the client whether a request may carry it: credentials for
+//! a registry are not sent to its mirror (or anywhere else) unless configured for the mirror too.
 
 use std::fmt;
 
 use base64::Engine as _;
-use serde::Deserialize;
 
 /// One set of credentials for one registry.
 #[derive(Clone, PartialEq, Eq)]
@@ -23,6 +27,9 @@ pub struct Credential {
     pub identity_token: Option<String>,
     /// A bearer token to send as it is (docker's `registrytoken`).
     pub registry_token: Option<String>,
+    /// The keyring key this credential was configured under; `None` for one made directly,
+    /// which applies to any registry.
+    issued_for: Option<Key>,
 }
 
 impl Credential {
@@ -32,7 +39,16 @@ impl Credential {
             password: password.to_string(),
             identity_token: None,
             registry_token: None,
+            issued_for: None,
         }
+    }
+
+    /// Whether a request to `registry/repository` may carry this credential: only where the
+    /// key it was configured under matches, as when it was looked up.
+    pub fn applies_to(&self, registry: &str, repository: &str) -> bool {
+        self.issued_for
+            .as_ref()
+            .is_none_or(|key| key_matches(key, &parse_key(&format!("{registry}/{repository}"))))
     }
 
     /// A stable fingerprint (never the secret itself) to keep tokens of different credentials
@@ -61,36 +77,71 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// A docker config file (`config.json`, `.dockerconfigjson`) or legacy `.dockercfg`.
+/// A docker config file (`config.json`, `.dockerconfigjson`) or legacy `.dockercfg` that cannot
+/// be read. The messages name the entry and the field, never a value (values are credentials).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("not a docker config: invalid JSON at line {line}, column {column}")]
+    Json { line: usize, column: usize },
     #[error("not a docker config: {0}")]
-    Json(#[from] serde_json::Error),
+    Shape(&'static str),
+    #[error("entry {key:?}: {problem}")]
+    BadEntry { key: String, problem: String },
     #[error("entry {key:?}: the auth field is not base64 of user:password")]
     BadAuth { key: String },
 }
 
-#[derive(Deserialize)]
-struct ConfigFile {
-    #[serde(default)]
-    auths: Option<std::collections::BTreeMap<String, AuthEntry>>,
-}
-
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 struct AuthEntry {
-    #[serde(default)]
     auth: Option<String>,
-    #[serde(default)]
     username: Option<String>,
-    #[serde(default)]
     password: Option<String>,
-    #[serde(default)]
     identitytoken: Option<String>,
-    #[serde(default)]
     registrytoken: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+impl AuthEntry {
+    /// Reads an entry field by field, so that no error can quote a value (serde's would).
+    fn from_json(key: &str, value: serde_json::Value) -> Result<Self, ConfigError> {
+        let serde_json::Value::Object(mut fields) = value else {
+            return Err(ConfigError::BadEntry {
+                key: key.to_string(),
+                problem: format!("expected an object, found {}", json_kind(&value)),
+            });
+        };
+        let mut field = |name: &str| match fields.remove(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(ConfigError::BadEntry {
+                key: key.to_string(),
+                problem: format!(
+                    "field {name:?} should be a string, found {}",
+                    json_kind(&other)
+                ),
+            }),
+        };
+        Ok(AuthEntry {
+            auth: field("auth")?,
+            username: field("username")?,
+            password: field("password")?,
+            identitytoken: field("identitytoken")?,
+            registrytoken: field("registrytoken")?,
+        })
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
     host: String,
     port: Option<String>,
@@ -106,20 +157,28 @@ pub struct Keyring {
 impl Keyring {
     /// Parses a docker config (`{"auths": {...}}`) or a legacy dockercfg (the map itself).
     pub fn from_docker_config(json: &[u8]) -> Result<Self, ConfigError> {
-        let value: serde_json::Value = serde_json::from_slice(json)?;
-        let auths: std::collections::BTreeMap<String, AuthEntry> = if value.get("auths").is_some() {
-            serde_json::from_value::<ConfigFile>(value)?
-                .auths
-                .unwrap_or_default()
-        } else {
+        let value: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| ConfigError::Json {
+                line: e.line(),
+                column: e.column(),
+            })?;
+        // Anything but an object holds no entries (as a legacy dockercfg would not).
+        let serde_json::Value::Object(mut top) = value else {
+            return Ok(Keyring::default());
+        };
+        // Sorted by key, whatever order the JSON map keeps: equal-specificity ties are stable.
+        let auths: std::collections::BTreeMap<String, AuthEntry> = match top.remove("auths") {
+            Some(serde_json::Value::Object(map)) => map
+                .into_iter()
+                .map(|(k, v)| AuthEntry::from_json(&k, v).map(|e| (k, e)))
+                .collect::<Result<_, _>>()?,
+            Some(serde_json::Value::Null) => Default::default(),
+            Some(_) => return Err(ConfigError::Shape("\"auths\" should be an object")),
             // A legacy dockercfg holds only entries, possibly among unrelated keys.
-            match value {
-                serde_json::Value::Object(map) => map
-                    .into_iter()
-                    .filter_map(|(k, v)| serde_json::from_value(v).ok().map(|e| (k, e)))
-                    .collect(),
-                _ => Default::default(),
-            }
+            None => top
+                .into_iter()
+                .filter_map(|(k, v)| AuthEntry::from_json(&k, v).ok().map(|e| (k, e)))
+                .collect(),
         };
         let mut ring = Keyring::default();
         for (key, entry) in auths {
@@ -144,6 +203,7 @@ impl Keyring {
                 password,
                 identity_token: entry.identitytoken.filter(|t| !t.is_empty()),
                 registry_token: entry.registrytoken.filter(|t| !t.is_empty()),
+                issued_for: None,
             };
             ring.insert(&key, credential);
         }
@@ -151,8 +211,10 @@ impl Keyring {
     }
 
     /// Adds a credential under a key (`host[:port][/path]`, with or without a scheme).
-    pub fn insert(&mut self, key: &str, credential: Credential) {
-        self.entries.push((parse_key(key), credential));
+    pub fn insert(&mut self, key: &str, mut credential: Credential) {
+        let key = parse_key(key);
+        credential.issued_for = Some(key.clone());
+        self.entries.push((key, credential));
         self.sort();
     }
 
@@ -320,6 +382,49 @@ mod tests {
         let c = Credential::basic("alice", "hunter2");
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!c.fingerprint().contains("hunter2"));
+    }
+
+    #[test]
+    fn a_malformed_entry_is_named_and_its_value_never_appears_in_the_error() {
+        let secret = "alice:hunter2-very-secret";
+        for json in [
+            format!(r#"{{"auths": {{"r.example": "{secret}"}}}}"#),
+            format!(r#"{{"auths": {{"r.example": {{"password": ["{secret}"]}}}}}}"#),
+            format!(r#"{{"auths": {{"r.example": {{"auth": 1, "x": "{secret}"}}}}}}"#),
+            format!(r#"{{"auths": "{secret}"}}"#),
+            format!(r#"{{"auths": {{"r.example": {{"auth": "{secret}"#),
+        ] {
+            let e = Keyring::from_docker_config(json.as_bytes()).unwrap_err();
+            for text in [e.to_string(), format!("{e:?}")] {
+                assert!(!text.contains("hunter2"), "{text}");
+            }
+        }
+        let e = Keyring::from_docker_config(
+            format!(r#"{{"auths": {{"r.example": "{secret}"}}}}"#).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"entry "r.example": expected an object, found a string"#
+        );
+        let e = Keyring::from_docker_config(
+            br#"{"auths": {"r.example": {"username": "u", "password": 7}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"entry "r.example": field "password" should be a string, found a number"#
+        );
+    }
+
+    #[test]
+    fn a_credential_applies_only_where_its_key_matches() {
+        let r = ring(r#"{"auths": {"origin.example/team": {"username": "u", "password": "p"}}}"#);
+        let c = r.lookup("origin.example", "team/app")[0];
+        assert!(c.applies_to("origin.example", "team/app"));
+        assert!(!c.applies_to("mirror.example", "team/app"));
+        assert!(!c.applies_to("origin.example", "other/app"));
+        assert!(Credential::basic("u", "p").applies_to("anywhere.example", "x"));
     }
 
     #[test]
