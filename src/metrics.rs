@@ -11,7 +11,8 @@ use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::report::ImageFindings;
+use crate::analysis::ImageAnalysis;
+use crate::registry::Observer;
 
 const IMAGE_LABELS: &[&str] = &[
     "namespace",
@@ -27,6 +28,14 @@ pub struct WorkloadLabels {
     pub namespace: String,
     pub kind: String,
     pub name: String,
+}
+
+/// One container's image as its series show it.
+pub struct ContainerSeries<'a> {
+    pub container: &'a str,
+    /// The image as the Pod names it (the `image` label).
+    pub image: &'a str,
+    pub analysis: &'a ImageAnalysis,
 }
 
 /// All metrics of the operator.
@@ -199,21 +208,34 @@ impl Metrics {
         m
     }
 
-    /// Replaces a workload's image series with these containers' findings.
-    pub fn set_workload(&self, w: &WorkloadLabels, containers: &[(&str, &ImageFindings)]) {
+    /// Counts one finished analysis (`success` or `error`) and its duration, and the layer cache
+    /// hits it had.
+    pub fn analyzed(&self, success: bool, seconds: f64, layer_hits: u64) {
+        self.cache_hits
+            .with_label_values(&["layer"])
+            .inc_by(layer_hits);
+        let result = if success { "success" } else { "error" };
+        self.analyses.with_label_values(&[result]).inc();
+        self.analysis_duration
+            .with_label_values(&[result])
+            .observe(seconds);
+    }
+
+    /// Replaces a workload's image series with these containers'.
+    pub fn set_workload(&self, w: &WorkloadLabels, containers: &[ContainerSeries<'_>]) {
         let mut series = self.series.lock().expect("metrics lock");
         if let Some(old) = series.remove(w) {
             self.remove_series(&old);
         }
         let mut kept = Vec::new();
-        for (container, f) in containers {
-            let a = &f.analysis;
+        for c in containers {
+            let a = c.analysis;
             let labels = [
                 w.namespace.as_str(),
                 w.kind.as_str(),
                 w.name.as_str(),
-                container,
-                f.image.as_str(),
+                c.container,
+                c.image,
             ];
             self.image_pull_bytes
                 .with_label_values(&labels)
@@ -285,5 +307,218 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding");
         String::from_utf8(buf).expect("metrics are UTF-8")
+    }
+}
+
+/// Registry requests and downloads, as the registry client reports them.
+impl Observer for Metrics {
+    fn request(&self, registry: &str, status: Option<u16>) {
+        let status = status.map(|s| s.to_string());
+        self.registry_requests
+            .with_label_values(&[registry, status.as_deref().unwrap_or("error")])
+            .inc();
+    }
+
+    fn blob_bytes(&self, registry: &str, bytes: u64) {
+        self.registry_bytes
+            .with_label_values(&[registry])
+            .inc_by(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// An analysis with these pull bytes and junk categories (bytes each).
+    fn analysis(pull_bytes: u64, categories: &[(&str, u64)]) -> ImageAnalysis {
+        serde_json::from_value(serde_json::json!({
+            "pullBytes": pull_bytes, "sizeBytes": 300, "finalBytes": 200, "wastedBytes": 100,
+            "reclaimableBytes": 150, "reclaimablePullBytes": 60, "efficiency": 0.5,
+            "junkBytes": 50, "layers": [], "hiddenFileCount": 0, "hiddenFiles": [],
+            "categories": categories.iter().map(|(category, bytes)| serde_json::json!(
+                {"category": category, "bytes": bytes, "files": 1, "examples": []}
+            )).collect::<Vec<_>>(),
+            "recommendations": []
+        }))
+        .expect("a valid analysis")
+    }
+
+    fn web() -> WorkloadLabels {
+        WorkloadLabels {
+            namespace: "shop".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+        }
+    }
+
+    fn api() -> WorkloadLabels {
+        WorkloadLabels {
+            name: "api".into(),
+            ..web()
+        }
+    }
+
+    /// The series of a family: each one's labels (`name=value`, by name) and value.
+    fn series(m: &Metrics, family: &str) -> Vec<(String, f64)> {
+        let families = m.registry.gather();
+        let Some(f) = families.iter().find(|f| f.name() == family) else {
+            return vec![];
+        };
+        let gauge = f.get_field_type() == prometheus::proto::MetricType::GAUGE;
+        let mut out: Vec<(String, f64)> = f
+            .get_metric()
+            .iter()
+            .map(|metric| {
+                let labels: BTreeMap<&str, &str> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let value = if gauge {
+                    metric.get_gauge().get_value()
+                } else {
+                    metric.get_counter().get_value()
+                };
+                (labels.join(","), value)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn labels(workload: &str, container: &str, image: &str) -> String {
+        format!(
+            "container={container},image={image},namespace=shop,workload={workload},\
+             workload_kind=Deployment"
+        )
+    }
+
+    #[test]
+    fn setting_a_workloads_containers_creates_a_series_per_container_and_category() {
+        let m = Metrics::new();
+        let (app, side) = (analysis(1000, &[("docs", 40)]), analysis(500, &[]));
+        m.set_workload(
+            &web(),
+            &[
+                ContainerSeries {
+                    container: "app",
+                    image: "r/app:1",
+                    analysis: &app,
+                },
+                ContainerSeries {
+                    container: "side",
+                    image: "r/side:1",
+                    analysis: &side,
+                },
+            ],
+        );
+        assert_eq!(
+            series(&m, "imagebloat_image_pull_bytes"),
+            [
+                (labels("web", "app", "r/app:1"), 1000.0),
+                (labels("web", "side", "r/side:1"), 500.0)
+            ]
+        );
+        for family in [
+            "imagebloat_image_size_bytes",
+            "imagebloat_image_wasted_bytes",
+            "imagebloat_image_reclaimable_bytes",
+            "imagebloat_image_efficiency_ratio",
+        ] {
+            assert_eq!(series(&m, family).len(), 2, "{family}");
+        }
+        assert_eq!(
+            series(&m, "imagebloat_image_reclaimable_category_bytes"),
+            [(
+                format!("category=docs,{}", labels("web", "app", "r/app:1")),
+                40.0
+            )]
+        );
+    }
+
+    #[test]
+    fn a_later_set_without_a_container_or_with_a_new_image_removes_the_old_series() {
+        let m = Metrics::new();
+        let a = analysis(1000, &[("docs", 40)]);
+        let series_of = |container, image| ContainerSeries {
+            container,
+            image,
+            analysis: &a,
+        };
+        m.set_workload(
+            &web(),
+            &[series_of("app", "r/app:1"), series_of("side", "r/side:1")],
+        );
+        m.set_workload(&web(), &[series_of("app", "r/app:2")]);
+        assert_eq!(
+            series(&m, "imagebloat_image_pull_bytes"),
+            [(labels("web", "app", "r/app:2"), 1000.0)]
+        );
+        assert_eq!(
+            series(&m, "imagebloat_image_reclaimable_category_bytes"),
+            [(
+                format!("category=docs,{}", labels("web", "app", "r/app:2")),
+                40.0
+            )]
+        );
+    }
+
+    #[test]
+    fn removing_a_workload_removes_all_its_series_and_only_its() {
+        let m = Metrics::new();
+        let a = analysis(1000, &[("docs", 40), ("temp", 5)]);
+        let app = ContainerSeries {
+            container: "app",
+            image: "r/app:1",
+            analysis: &a,
+        };
+        m.set_workload(&web(), std::slice::from_ref(&app));
+        m.set_workload(&api(), &[app]);
+        m.remove_workload(&web());
+        assert_eq!(
+            series(&m, "imagebloat_image_layers"),
+            [(labels("api", "app", "r/app:1"), 0.0)]
+        );
+        assert_eq!(
+            series(&m, "imagebloat_image_reclaimable_category_bytes").len(),
+            2
+        );
+        m.remove_workload(&api());
+        assert!(series(&m, "imagebloat_image_pull_bytes").is_empty());
+        assert!(series(&m, "imagebloat_image_reclaimable_category_bytes").is_empty());
+    }
+
+    #[test]
+    fn known_label_values_start_at_zero() {
+        let m = Metrics::new();
+        let zero = |labels: &[&str]| -> Vec<(String, f64)> {
+            labels.iter().map(|l| (l.to_string(), 0.0)).collect()
+        };
+        assert_eq!(
+            series(&m, "imagebloat_analyses_total"),
+            zero(&["result=error", "result=success"])
+        );
+        assert_eq!(
+            series(&m, "imagebloat_reports_written_total"),
+            zero(&["result=error", "result=success"])
+        );
+        assert_eq!(
+            series(&m, "imagebloat_cache_hits_total"),
+            zero(&["cache=image", "cache=layer"])
+        );
+        assert_eq!(
+            series(&m, "imagebloat_reconcile_errors_total"),
+            zero(&[
+                "reason=ApiError",
+                "reason=ClientError",
+                "reason=Conflict",
+                "reason=Forbidden",
+                "reason=NotFound"
+            ])
+        );
+        assert!(series(&m, "imagebloat_image_pull_bytes").is_empty());
     }
 }
