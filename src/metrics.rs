@@ -78,6 +78,24 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeV
     g
 }
 
+fn analysis_duration(registry: &Registry) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(
+            "imagebloat_analysis_duration_seconds",
+            "Time to analyze one image (manifest, config and every layer not already cached)",
+        )
+        .buckets(vec![
+            0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+        ]),
+        &["result"],
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
@@ -89,58 +107,31 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
+        let image_gauge = |name, help| gauge(&r, name, help, IMAGE_LABELS);
         let mut category_labels = IMAGE_LABELS.to_vec();
         category_labels.push("category");
-        let analysis_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "imagebloat_analysis_duration_seconds",
-                "Time to analyze one image (manifest, config and every layer not already cached)",
-            )
-            .buckets(vec![
-                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-            ]),
-            &["result"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(analysis_duration.clone()))
-            .expect("unique metric");
         let m = Metrics {
-            image_pull_bytes: gauge(
-                &r,
+            image_pull_bytes: image_gauge(
                 "imagebloat_image_pull_bytes",
                 "Compressed bytes a node downloads for the image",
-                IMAGE_LABELS,
             ),
-            image_size_bytes: gauge(
-                &r,
+            image_size_bytes: image_gauge(
                 "imagebloat_image_size_bytes",
                 "Bytes of regular files shipped in all layers of the image",
-                IMAGE_LABELS,
             ),
-            image_wasted_bytes: gauge(
-                &r,
+            image_wasted_bytes: image_gauge(
                 "imagebloat_image_wasted_bytes",
                 "Bytes shipped in one layer and hidden by a later one",
-                IMAGE_LABELS,
             ),
-            image_reclaimable_bytes: gauge(
-                &r,
+            image_reclaimable_bytes: image_gauge(
                 "imagebloat_image_reclaimable_bytes",
                 "Wasted bytes plus junk in the final filesystem",
-                IMAGE_LABELS,
             ),
-            image_efficiency_ratio: gauge(
-                &r,
+            image_efficiency_ratio: image_gauge(
                 "imagebloat_image_efficiency_ratio",
                 "Final bytes divided by shipped bytes",
-                IMAGE_LABELS,
             ),
-            image_layers: gauge(
-                &r,
-                "imagebloat_image_layers",
-                "Layers of the image",
-                IMAGE_LABELS,
-            ),
+            image_layers: image_gauge("imagebloat_image_layers", "Layers of the image"),
             image_reclaimable_category_bytes: gauge(
                 &r,
                 "imagebloat_image_reclaimable_category_bytes",
@@ -153,7 +144,7 @@ impl Metrics {
                 "Image analyses by result",
                 &["result"],
             ),
-            analysis_duration,
+            analysis_duration: analysis_duration(&r),
             registry_requests: counter(
                 &r,
                 "imagebloat_registry_requests_total",
@@ -184,17 +175,22 @@ impl Metrics {
                 "ImageReport writes (server-side apply)",
                 &["result"],
             ),
-            registry: r,
             series: Mutex::default(),
+            registry: r,
         };
-        // Known label values start at zero, so rates and dashboards have a series from the start
-        // rather than "no data" until the first event.
+        m.start_known_values_at_zero();
+        m
+    }
+
+    /// Known label values start at zero, so rates and dashboards have a series from the start
+    /// rather than "no data" until the first event.
+    fn start_known_values_at_zero(&self) {
         for result in ["success", "error"] {
-            m.analyses.with_label_values(&[result]);
-            m.reports_written.with_label_values(&[result]);
+            self.analyses.with_label_values(&[result]);
+            self.reports_written.with_label_values(&[result]);
         }
         for cache in ["image", "layer"] {
-            m.cache_hits.with_label_values(&[cache]);
+            self.cache_hits.with_label_values(&[cache]);
         }
         for reason in [
             "NotFound",
@@ -203,9 +199,8 @@ impl Metrics {
             "ApiError",
             "ClientError",
         ] {
-            m.reconcile_errors.with_label_values(&[reason]);
+            self.reconcile_errors.with_label_values(&[reason]);
         }
-        m
     }
 
     /// Counts one finished analysis (`success` or `error`) and its duration, and the layer cache
@@ -227,46 +222,45 @@ impl Metrics {
         if let Some(old) = series.remove(w) {
             self.remove_series(&old);
         }
-        let mut kept = Vec::new();
-        for c in containers {
-            let a = c.analysis;
-            let labels = [
-                w.namespace.as_str(),
-                w.kind.as_str(),
-                w.name.as_str(),
-                c.container,
-                c.image,
-            ];
-            self.image_pull_bytes
-                .with_label_values(&labels)
-                .set(a.pull_bytes as f64);
-            self.image_size_bytes
-                .with_label_values(&labels)
-                .set(a.size_bytes as f64);
-            self.image_wasted_bytes
-                .with_label_values(&labels)
-                .set(a.wasted_bytes as f64);
-            self.image_reclaimable_bytes
-                .with_label_values(&labels)
-                .set(a.reclaimable_bytes as f64);
-            self.image_efficiency_ratio
-                .with_label_values(&labels)
-                .set(a.efficiency);
-            self.image_layers
-                .with_label_values(&labels)
-                .set(a.layers.len() as f64);
-            let mut owned: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
-            for c in &a.categories {
-                let mut l = labels.to_vec();
-                l.push(c.category.as_str());
-                self.image_reclaimable_category_bytes
-                    .with_label_values(&l)
-                    .set(c.bytes as f64);
-                owned.push(c.category.as_str().to_string());
-            }
-            kept.push(owned);
-        }
+        let kept = containers
+            .iter()
+            .map(|c| {
+                let labels = [
+                    w.namespace.as_str(),
+                    w.kind.as_str(),
+                    w.name.as_str(),
+                    c.container,
+                    c.image,
+                ];
+                self.set_container(labels, c.analysis)
+            })
+            .collect();
         series.insert(w.clone(), kept);
+    }
+
+    /// Sets one container's series; returns their labels (the image labels, then each category)
+    /// for their removal.
+    fn set_container(&self, labels: [&str; 5], a: &ImageAnalysis) -> Vec<String> {
+        for (gauge, value) in [
+            (&self.image_pull_bytes, a.pull_bytes as f64),
+            (&self.image_size_bytes, a.size_bytes as f64),
+            (&self.image_wasted_bytes, a.wasted_bytes as f64),
+            (&self.image_reclaimable_bytes, a.reclaimable_bytes as f64),
+            (&self.image_efficiency_ratio, a.efficiency),
+            (&self.image_layers, a.layers.len() as f64),
+        ] {
+            gauge.with_label_values(&labels).set(value);
+        }
+        let mut owned: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+        for c in &a.categories {
+            let mut l = labels.to_vec();
+            l.push(c.category.as_str());
+            self.image_reclaimable_category_bytes
+                .with_label_values(&l)
+                .set(c.bytes as f64);
+            owned.push(c.category.as_str().to_string());
+        }
+        owned
     }
 
     /// Removes every series of a workload that is gone.

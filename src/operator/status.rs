@@ -191,7 +191,11 @@ mod tests {
         assert_eq!(s.efficiency, 0.7);
         assert_eq!(s.efficiency_percent, "70.0%");
         assert_eq!(
-            (s.pull_size.as_str(), s.reclaimable.as_str(), s.wasted.as_str()),
+            (
+                s.pull_size.as_str(),
+                s.reclaimable.as_str(),
+                s.wasted.as_str()
+            ),
             ("50.0 MB", "60.0 MB", "60.0 MB")
         );
     }

@@ -4,7 +4,8 @@
 //! Each answer is trusted for a fixed time only, so a moved tag shows within that time (and the
 //! kubelet's `imageID` wins as soon as it is there). The map stays small: when it reaches
 //! `PRUNE_AT` entries, expired ones are dropped. Time is tokio's, so tests run on its paused
-//! clock.
+//! clock; that, and its size (a map and a time per entry), is why this is not a cache crate's
+//! TTL cache, whose clock a test cannot move.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
