@@ -11,7 +11,8 @@ use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::report::ImageFindings;
+use crate::analysis::ImageAnalysis;
+use crate::registry::Observer;
 
 const IMAGE_LABELS: &[&str] = &[
     "namespace",
@@ -27,6 +28,14 @@ pub struct WorkloadLabels {
     pub namespace: String,
     pub kind: String,
     pub name: String,
+}
+
+/// One container's image as its series show it.
+pub struct ContainerSeries<'a> {
+    pub container: &'a str,
+    /// The image as the Pod names it (the `image` label).
+    pub image: &'a str,
+    pub analysis: &'a ImageAnalysis,
 }
 
 /// All metrics of the operator.
@@ -69,6 +78,24 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeV
     g
 }
 
+fn analysis_duration(registry: &Registry) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(
+            "imagebloat_analysis_duration_seconds",
+            "Time to analyze one image (manifest, config and every layer not already cached)",
+        )
+        .buckets(vec![
+            0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+        ]),
+        &["result"],
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
@@ -80,58 +107,31 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
+        let image_gauge = |name, help| gauge(&r, name, help, IMAGE_LABELS);
         let mut category_labels = IMAGE_LABELS.to_vec();
         category_labels.push("category");
-        let analysis_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "imagebloat_analysis_duration_seconds",
-                "Time to analyze one image (manifest, config and every layer not already cached)",
-            )
-            .buckets(vec![
-                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-            ]),
-            &["result"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(analysis_duration.clone()))
-            .expect("unique metric");
         let m = Metrics {
-            image_pull_bytes: gauge(
-                &r,
+            image_pull_bytes: image_gauge(
                 "imagebloat_image_pull_bytes",
                 "Compressed bytes a node downloads for the image",
-                IMAGE_LABELS,
             ),
-            image_size_bytes: gauge(
-                &r,
+            image_size_bytes: image_gauge(
                 "imagebloat_image_size_bytes",
                 "Bytes of regular files shipped in all layers of the image",
-                IMAGE_LABELS,
             ),
-            image_wasted_bytes: gauge(
-                &r,
+            image_wasted_bytes: image_gauge(
                 "imagebloat_image_wasted_bytes",
                 "Bytes shipped in one layer and hidden by a later one",
-                IMAGE_LABELS,
             ),
-            image_reclaimable_bytes: gauge(
-                &r,
+            image_reclaimable_bytes: image_gauge(
                 "imagebloat_image_reclaimable_bytes",
                 "Wasted bytes plus junk in the final filesystem",
-                IMAGE_LABELS,
             ),
-            image_efficiency_ratio: gauge(
-                &r,
+            image_efficiency_ratio: image_gauge(
                 "imagebloat_image_efficiency_ratio",
                 "Final bytes divided by shipped bytes",
-                IMAGE_LABELS,
             ),
-            image_layers: gauge(
-                &r,
-                "imagebloat_image_layers",
-                "Layers of the image",
-                IMAGE_LABELS,
-            ),
+            image_layers: image_gauge("imagebloat_image_layers", "Layers of the image"),
             image_reclaimable_category_bytes: gauge(
                 &r,
                 "imagebloat_image_reclaimable_category_bytes",
@@ -144,7 +144,7 @@ impl Metrics {
                 "Image analyses by result",
                 &["result"],
             ),
-            analysis_duration,
+            analysis_duration: analysis_duration(&r),
             registry_requests: counter(
                 &r,
                 "imagebloat_registry_requests_total",
@@ -175,17 +175,22 @@ impl Metrics {
                 "ImageReport writes (server-side apply)",
                 &["result"],
             ),
-            registry: r,
             series: Mutex::default(),
+            registry: r,
         };
-        // Known label values start at zero, so rates and dashboards have a series from the start
-        // rather than "no data" until the first event.
+        m.start_known_values_at_zero();
+        m
+    }
+
+    /// Known label values start at zero, so rates and dashboards have a series from the start
+    /// rather than "no data" until the first event.
+    fn start_known_values_at_zero(&self) {
         for result in ["success", "error"] {
-            m.analyses.with_label_values(&[result]);
-            m.reports_written.with_label_values(&[result]);
+            self.analyses.with_label_values(&[result]);
+            self.reports_written.with_label_values(&[result]);
         }
         for cache in ["image", "layer"] {
-            m.cache_hits.with_label_values(&[cache]);
+            self.cache_hits.with_label_values(&[cache]);
         }
         for reason in [
             "NotFound",
@@ -194,57 +199,68 @@ impl Metrics {
             "ApiError",
             "ClientError",
         ] {
-            m.reconcile_errors.with_label_values(&[reason]);
+            self.reconcile_errors.with_label_values(&[reason]);
         }
-        m
     }
 
-    /// Replaces a workload's image series with these containers' findings.
-    pub fn set_workload(&self, w: &WorkloadLabels, containers: &[(&str, &ImageFindings)]) {
+    /// Counts one finished analysis (`success` or `error`) and its duration, and the layer cache
+    /// hits it had.
+    pub fn analyzed(&self, success: bool, seconds: f64, layer_hits: u64) {
+        self.cache_hits
+            .with_label_values(&["layer"])
+            .inc_by(layer_hits);
+        let result = if success { "success" } else { "error" };
+        self.analyses.with_label_values(&[result]).inc();
+        self.analysis_duration
+            .with_label_values(&[result])
+            .observe(seconds);
+    }
+
+    /// Replaces a workload's image series with these containers'.
+    pub fn set_workload(&self, w: &WorkloadLabels, containers: &[ContainerSeries<'_>]) {
         let mut series = self.series.lock().expect("metrics lock");
         if let Some(old) = series.remove(w) {
             self.remove_series(&old);
         }
-        let mut kept = Vec::new();
-        for (container, f) in containers {
-            let a = &f.analysis;
-            let labels = [
-                w.namespace.as_str(),
-                w.kind.as_str(),
-                w.name.as_str(),
-                container,
-                f.image.as_str(),
-            ];
-            self.image_pull_bytes
-                .with_label_values(&labels)
-                .set(a.pull_bytes as f64);
-            self.image_size_bytes
-                .with_label_values(&labels)
-                .set(a.size_bytes as f64);
-            self.image_wasted_bytes
-                .with_label_values(&labels)
-                .set(a.wasted_bytes as f64);
-            self.image_reclaimable_bytes
-                .with_label_values(&labels)
-                .set(a.reclaimable_bytes as f64);
-            self.image_efficiency_ratio
-                .with_label_values(&labels)
-                .set(a.efficiency);
-            self.image_layers
-                .with_label_values(&labels)
-                .set(a.layers.len() as f64);
-            let mut owned: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
-            for c in &a.categories {
-                let mut l = labels.to_vec();
-                l.push(c.category.as_str());
-                self.image_reclaimable_category_bytes
-                    .with_label_values(&l)
-                    .set(c.bytes as f64);
-                owned.push(c.category.as_str().to_string());
-            }
-            kept.push(owned);
-        }
+        let kept = containers
+            .iter()
+            .map(|c| {
+                let labels = [
+                    w.namespace.as_str(),
+                    w.kind.as_str(),
+                    w.name.as_str(),
+                    c.container,
+                    c.image,
+                ];
+                self.set_container(labels, c.analysis)
+            })
+            .collect();
         series.insert(w.clone(), kept);
+    }
+
+    /// Sets one container's series; returns their labels (the image labels, then each category)
+    /// for their removal.
+    fn set_container(&self, labels: [&str; 5], a: &ImageAnalysis) -> Vec<String> {
+        for (gauge, value) in [
+            (&self.image_pull_bytes, a.pull_bytes as f64),
+            (&self.image_size_bytes, a.size_bytes as f64),
+            (&self.image_wasted_bytes, a.wasted_bytes as f64),
+            (&self.image_reclaimable_bytes, a.reclaimable_bytes as f64),
+            (&self.image_efficiency_ratio, a.efficiency),
+            (&self.image_layers, a.layers.len() as f64),
+        ] {
+            gauge.with_label_values(&labels).set(value);
+        }
+        let mut owned: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+        for c in &a.categories {
+            let mut l = labels.to_vec();
+            l.push(c.category.as_str());
+            self.image_reclaimable_category_bytes
+                .with_label_values(&l)
+                .set(c.bytes as f64);
+            owned.push(c.category.as_str().to_string());
+        }
+        owned
     }
 
     /// Removes every series of a workload that is gone.
@@ -285,5 +301,218 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding");
         String::from_utf8(buf).expect("metrics are UTF-8")
+    }
+}
+
+/// Registry requests and downloads, as the registry client reports them.
+impl Observer for Metrics {
+    fn request(&self, registry: &str, status: Option<u16>) {
+        let status = status.map(|s| s.to_string());
+        self.registry_requests
+            .with_label_values(&[registry, status.as_deref().unwrap_or("error")])
+            .inc();
+    }
+
+    fn blob_bytes(&self, registry: &str, bytes: u64) {
+        self.registry_bytes
+            .with_label_values(&[registry])
+            .inc_by(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// An analysis with these pull bytes and junk categories (bytes each).
+    fn analysis(pull_bytes: u64, categories: &[(&str, u64)]) -> ImageAnalysis {
+        serde_json::from_value(serde_json::json!({
+            "pullBytes": pull_bytes, "sizeBytes": 300, "finalBytes": 200, "wastedBytes": 100,
+            "reclaimableBytes": 150, "reclaimablePullBytes": 60, "efficiency": 0.5,
+            "junkBytes": 50, "layers": [], "hiddenFileCount": 0, "hiddenFiles": [],
+            "categories": categories.iter().map(|(category, bytes)| serde_json::json!(
+                {"category": category, "bytes": bytes, "files": 1, "examples": []}
+            )).collect::<Vec<_>>(),
+            "recommendations": []
+        }))
+        .expect("a valid analysis")
+    }
+
+    fn web() -> WorkloadLabels {
+        WorkloadLabels {
+            namespace: "shop".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+        }
+    }
+
+    fn api() -> WorkloadLabels {
+        WorkloadLabels {
+            name: "api".into(),
+            ..web()
+        }
+    }
+
+    /// The series of a family: each one's labels (`name=value`, by name) and value.
+    fn series(m: &Metrics, family: &str) -> Vec<(String, f64)> {
+        let families = m.registry.gather();
+        let Some(f) = families.iter().find(|f| f.name() == family) else {
+            return vec![];
+        };
+        let gauge = f.get_field_type() == prometheus::proto::MetricType::GAUGE;
+        let mut out: Vec<(String, f64)> = f
+            .get_metric()
+            .iter()
+            .map(|metric| {
+                let labels: BTreeMap<&str, &str> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let value = if gauge {
+                    metric.get_gauge().get_value()
+                } else {
+                    metric.get_counter().get_value()
+                };
+                (labels.join(","), value)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn labels(workload: &str, container: &str, image: &str) -> String {
+        format!(
+            "container={container},image={image},namespace=shop,workload={workload},\
+             workload_kind=Deployment"
+        )
+    }
+
+    #[test]
+    fn setting_a_workloads_containers_creates_a_series_per_container_and_category() {
+        let m = Metrics::new();
+        let (app, side) = (analysis(1000, &[("docs", 40)]), analysis(500, &[]));
+        m.set_workload(
+            &web(),
+            &[
+                ContainerSeries {
+                    container: "app",
+                    image: "r/app:1",
+                    analysis: &app,
+                },
+                ContainerSeries {
+                    container: "side",
+                    image: "r/side:1",
+                    analysis: &side,
+                },
+            ],
+        );
+        assert_eq!(
+            series(&m, "imagebloat_image_pull_bytes"),
+            [
+                (labels("web", "app", "r/app:1"), 1000.0),
+                (labels("web", "side", "r/side:1"), 500.0)
+            ]
+        );
+        for family in [
+            "imagebloat_image_size_bytes",
+            "imagebloat_image_wasted_bytes",
+            "imagebloat_image_reclaimable_bytes",
+            "imagebloat_image_efficiency_ratio",
+        ] {
+            assert_eq!(series(&m, family).len(), 2, "{family}");
+        }
+        assert_eq!(
+            series(&m, "imagebloat_image_reclaimable_category_bytes"),
+            [(
+                format!("category=docs,{}", labels("web", "app", "r/app:1")),
+                40.0
+            )]
+        );
+    }
+
+    #[test]
+    fn a_later_set_without_a_container_or_with_a_new_image_removes_the_old_series() {
+        let m = Metrics::new();
+        let a = analysis(1000, &[("docs", 40)]);
+        let series_of = |container, image| ContainerSeries {
+            container,
+            image,
+            analysis: &a,
+        };
+        m.set_workload(
+            &web(),
+            &[series_of("app", "r/app:1"), series_of("side", "r/side:1")],
+        );
+        m.set_workload(&web(), &[series_of("app", "r/app:2")]);
+        assert_eq!(
+            series(&m, "imagebloat_image_pull_bytes"),
+            [(labels("web", "app", "r/app:2"), 1000.0)]
+        );
+        assert_eq!(
+            series(&m, "imagebloat_image_reclaimable_category_bytes"),
+            [(
+                format!("category=docs,{}", labels("web", "app", "r/app:2")),
+                40.0
+            )]
+        );
+    }
+
+    #[test]
+    fn removing_a_workload_removes_all_its_series_and_only_its() {
+        let m = Metrics::new();
+        let a = analysis(1000, &[("docs", 40), ("temp", 5)]);
+        let app = ContainerSeries {
+            container: "app",
+            image: "r/app:1",
+            analysis: &a,
+        };
+        m.set_workload(&web(), std::slice::from_ref(&app));
+        m.set_workload(&api(), &[app]);
+        m.remove_workload(&web());
+        assert_eq!(
+            series(&m, "imagebloat_image_layers"),
+            [(labels("api", "app", "r/app:1"), 0.0)]
+        );
+        assert_eq!(
+            series(&m, "imagebloat_image_reclaimable_category_bytes").len(),
+            2
+        );
+        m.remove_workload(&api());
+        assert!(series(&m, "imagebloat_image_pull_bytes").is_empty());
+        assert!(series(&m, "imagebloat_image_reclaimable_category_bytes").is_empty());
+    }
+
+    #[test]
+    fn known_label_values_start_at_zero() {
+        let m = Metrics::new();
+        let zero = |labels: &[&str]| -> Vec<(String, f64)> {
+            labels.iter().map(|l| (l.to_string(), 0.0)).collect()
+        };
+        assert_eq!(
+            series(&m, "imagebloat_analyses_total"),
+            zero(&["result=error", "result=success"])
+        );
+        assert_eq!(
+            series(&m, "imagebloat_reports_written_total"),
+            zero(&["result=error", "result=success"])
+        );
+        assert_eq!(
+            series(&m, "imagebloat_cache_hits_total"),
+            zero(&["cache=image", "cache=layer"])
+        );
+        assert_eq!(
+            series(&m, "imagebloat_reconcile_errors_total"),
+            zero(&[
+                "reason=ApiError",
+                "reason=ClientError",
+                "reason=Conflict",
+                "reason=Forbidden",
+                "reason=NotFound"
+            ])
+        );
+        assert!(series(&m, "imagebloat_image_pull_bytes").is_empty());
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Entries live as long as a workload uses them: a cluster that deploys new digests all day would
 //! otherwise keep every image it ever ran. A workload's reconcile records the keys it used; an
-//! entry that no workload records and nobody asked for during `idle` is dropped by `prune`.
+//! entry that no workload records and nobody asked for during `idle` is dropped by `prune`. That
+//! rule (kept while in use, however long) is no eviction policy of a cache crate's: an idle or
+//! size-bound eviction would drop findings a running workload still reports, and analyze again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

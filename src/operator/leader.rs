@@ -72,63 +72,72 @@ impl Elector {
     /// One attempt: `true` when this replica holds the Lease afterwards.
     async fn try_acquire(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
-        let me = &self.config.identity;
-        let duration_secs = self.config.duration.as_secs() as i32;
-        match self.api.get_opt(&self.config.name).await? {
+        let written = match self.api.get_opt(&self.config.name).await? {
             None => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(self.config.name.clone()),
-                        namespace: Some(self.config.namespace.clone()),
-                        ..Default::default()
-                    },
-                    spec: Some(LeaseSpec {
-                        holder_identity: Some(me.clone()),
-                        lease_duration_seconds: Some(duration_secs),
-                        acquire_time: Some(MicroTime(now)),
-                        renew_time: Some(MicroTime(now)),
-                        lease_transitions: Some(0),
-                        ..Default::default()
-                    }),
-                };
-                match self.api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => Ok(true),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
-            Some(mut lease) => {
-                let spec = lease.spec.get_or_insert_with(Default::default);
-                let holder = spec.holder_identity.clone().unwrap_or_default();
-                let expires =
-                    spec.renew_time.as_ref().map(|t| {
-                        t.0 + Duration::from_secs(
-                            spec.lease_duration_seconds.unwrap_or(0).max(0) as u64
-                        )
-                    });
-                let held_by_other =
-                    !holder.is_empty() && holder != *me && expires.is_some_and(|e| e > now);
-                if held_by_other {
-                    return Ok(false);
-                }
-                if holder != *me {
-                    spec.acquire_time = Some(MicroTime(now));
-                    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-                }
-                spec.holder_identity = Some(me.clone());
-                spec.lease_duration_seconds = Some(duration_secs);
-                spec.renew_time = Some(MicroTime(now));
-                // `replace` sends the resourceVersion read above: a concurrent writer gets 409.
-                match self
-                    .api
-                    .replace(&self.config.name, &PostParams::default(), &lease)
+                self.api
+                    .create(&PostParams::default(), &self.new_lease(now))
                     .await
-                {
-                    Ok(_) => Ok(true),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                    Err(e) => Err(e),
-                }
             }
+            Some(lease) => match self.taken_over(lease, now) {
+                // `replace` sends the resourceVersion read above: a concurrent writer gets 409.
+                Some(lease) => {
+                    self.api
+                        .replace(&self.config.name, &PostParams::default(), &lease)
+                        .await
+                }
+                None => return Ok(false),
+            },
+        };
+        match written {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
         }
+    }
+
+    fn duration_secs(&self) -> i32 {
+        self.config.duration.as_secs() as i32
+    }
+
+    /// A Lease held by this replica from `now`.
+    fn new_lease(&self, now: Timestamp) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(self.config.name.clone()),
+                namespace: Some(self.config.namespace.clone()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.config.identity.clone()),
+                lease_duration_seconds: Some(self.duration_secs()),
+                acquire_time: Some(MicroTime(now)),
+                renew_time: Some(MicroTime(now)),
+                lease_transitions: Some(0),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// The existing Lease renewed (held by this replica) or taken over (free or expired), or
+    /// `None` while another replica holds it.
+    fn taken_over(&self, mut lease: Lease, now: Timestamp) -> Option<Lease> {
+        let me = &self.config.identity;
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let expires = spec.renew_time.as_ref().map(|t| {
+            t.0 + Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64)
+        });
+        let held_by_other = !holder.is_empty() && holder != *me && expires.is_some_and(|e| e > now);
+        if held_by_other {
+            return None;
+        }
+        if holder != *me {
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.holder_identity = Some(me.clone());
+        spec.lease_duration_seconds = Some(self.duration_secs());
+        spec.renew_time = Some(MicroTime(now));
+        Some(lease)
     }
 }

@@ -1,0 +1,100 @@
+//! A restart reads what it reported before: findings of reports made by this analyzer version go
+//! back into the image cache, statuses into the written statuses, so a restart downloads and
+//! writes nothing that is already reported.
+
+use std::sync::Arc;
+
+use kube::Client;
+use kube::api::{Api, ListParams};
+
+use super::OperatorError;
+use super::analyze::{any_platform_key, image_key};
+use super::context::{Context, report_key};
+use crate::analysis::ANALYZER_VERSION;
+use crate::registry::{Platform, Reference};
+use crate::report::ImageFindings;
+use crate::report::crd::ImageReport;
+
+/// Seeds the caches from every existing report in the watched namespaces.
+pub async fn seed_from_reports(ctx: &Context) -> Result<(), OperatorError> {
+    let reports = list_reports(&ctx.client, &ctx.config.namespaces).await?;
+    let mut seeded = 0;
+    for report in &reports {
+        let Some(status) = &report.status else {
+            continue;
+        };
+        for findings in status.containers.iter().filter_map(|c| c.findings.as_ref()) {
+            seeded += remember_findings(ctx, findings);
+        }
+        if let Some(namespace) = &report.metadata.namespace {
+            let w = &report.spec.workload;
+            ctx.written
+                .insert(report_key(namespace, &w.kind, &w.uid), status.clone());
+        }
+    }
+    tracing::info!(
+        reports = reports.len(),
+        images = seeded,
+        "seeded from existing reports"
+    );
+    Ok(())
+}
+
+/// Files a report's findings under every key a reconcile may look for them by (the manifest's
+/// and the index's digest; any platform for a single-platform manifest); returns how many
+/// platform keys. Findings of another analyzer version, or unreadable ones, are skipped.
+fn remember_findings(ctx: &Context, f: &ImageFindings) -> usize {
+    if f.analyzer_version != ANALYZER_VERSION {
+        return 0;
+    }
+    let (Ok(reference), Ok(platform)) =
+        (f.image.parse::<Reference>(), f.platform.parse::<Platform>())
+    else {
+        return 0;
+    };
+    let at = |digest: &String| {
+        Reference::with_digest(
+            reference.registry().to_string(),
+            reference.repository().to_string(),
+            digest.clone(),
+        )
+    };
+    let findings = Arc::new(f.clone());
+    if f.index_digest.is_none() {
+        ctx.images
+            .remember(any_platform_key(&at(&f.digest)), findings.clone());
+    }
+    let digests = std::iter::once(&f.digest).chain(f.index_digest.as_ref());
+    digests
+        .map(|digest| {
+            ctx.images
+                .remember(image_key(&at(digest), &platform), findings.clone())
+        })
+        .count()
+}
+
+/// The existing reports in `namespaces` (all namespaces when empty).
+pub async fn list_reports(
+    client: &Client,
+    namespaces: &[String],
+) -> Result<Vec<ImageReport>, kube::Error> {
+    let mut out = Vec::new();
+    if namespaces.is_empty() {
+        out.extend(
+            Api::<ImageReport>::all(client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items,
+        );
+    } else {
+        for ns in namespaces {
+            out.extend(
+                Api::<ImageReport>::namespaced(client.clone(), ns)
+                    .list(&ListParams::default())
+                    .await?
+                    .items,
+            );
+        }
+    }
+    Ok(out)
+}
