@@ -2,13 +2,14 @@
 //!
 //! [`layer::index_layer`] reads one layer blob once and keeps a compact [`LayerIndex`];
 //! [`analyze`] combines the indexes of one image with its manifest and config facts into an
-//! [`ImageAnalysis`]: the waste math of DESIGN.md, junk by category, and advice.
+//! [`ImageAnalysis`]: the waste math (docs/architecture.md), junk by category, and advice.
 
 pub mod advice;
 pub mod layer;
 pub mod overlay;
 pub mod path;
 pub mod rules;
+mod totals;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use layer::{Compression, LayerError, LayerIndex, LayerLimits, LayerMediaType, index_layer};
 pub use overlay::{HideReason, Overlay};
 pub use rules::{Category, Classifier, Tool};
+pub use totals::Totals;
 
 /// Bumped whenever the same layers could produce different findings, so stored reports made by
 /// an older analyzer are recomputed rather than reused.
@@ -60,20 +62,8 @@ pub struct ImageInput<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageAnalysis {
-    /// Sum of the layer descriptors' sizes: what a node downloads.
-    pub pull_bytes: u64,
-    /// Bytes of every regular file in every layer: what the image ships.
-    pub size_bytes: u64,
-    /// Bytes of the regular files in the final filesystem.
-    pub final_bytes: u64,
-    /// `sizeBytes - finalBytes`: shipped in one layer, hidden by a later one.
-    pub wasted_bytes: u64,
-    /// `wastedBytes` plus junk left in the final filesystem.
-    pub reclaimable_bytes: u64,
-    /// Estimated download saving: each layer's reclaimable bytes at its compression ratio.
-    pub reclaimable_pull_bytes: u64,
-    /// `finalBytes / sizeBytes` (1.0 for an empty image).
-    pub efficiency: f64,
+    #[serde(flatten)]
+    pub totals: Totals,
     /// Bytes of junk per category.
     pub junk_bytes: u64,
     pub layers: Vec<LayerSummary>,
@@ -91,6 +81,16 @@ pub struct ImageAnalysis {
     /// Things the reader should know about this analysis (skipped layers …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+/// The totals read as the analysis's own fields (`analysis.size_bytes`), as they appear in its
+/// JSON.
+impl std::ops::Deref for ImageAnalysis {
+    type Target = Totals;
+
+    fn deref(&self) -> &Totals {
+        &self.totals
+    }
 }
 
 /// One layer's share of the image.
@@ -259,9 +259,6 @@ pub fn analyze_with(input: &ImageInput<'_>, classifier: &Classifier) -> ImageAna
         }
     }
 
-    let size_bytes = overlay.size_bytes();
-    let final_bytes = overlay.final_bytes();
-    let wasted_bytes = size_bytes - final_bytes;
     let junk_bytes: u64 = junk_by_layer.iter().sum();
     let pull_bytes = input.layers.iter().map(|l| l.pull_bytes).sum();
 
@@ -306,17 +303,13 @@ pub fn analyze_with(input: &ImageInput<'_>, classifier: &Classifier) -> ImageAna
     let base_image = base_image(&input.annotations);
 
     let mut analysis = ImageAnalysis {
-        pull_bytes,
-        size_bytes,
-        final_bytes,
-        wasted_bytes,
-        reclaimable_bytes: wasted_bytes + junk_bytes,
-        reclaimable_pull_bytes,
-        efficiency: if size_bytes == 0 {
-            1.0
-        } else {
-            final_bytes as f64 / size_bytes as f64
-        },
+        totals: Totals::of_image(
+            pull_bytes,
+            overlay.size_bytes(),
+            overlay.final_bytes(),
+            junk_bytes,
+            reclaimable_pull_bytes,
+        ),
         junk_bytes,
         layers,
         hidden_file_count: hidden_files.len() as u64,
