@@ -70,34 +70,10 @@ impl<'a> Archive<'a> {
     /// The image of a `docker save` archive that `tag` names (a whole `repo:tag` or just the
     /// tag), or its only image when no tag is given.
     pub(super) fn docker_save(&self, tag: Option<&str>) -> Result<DockerSave, ScanErrorKind> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Entry {
-            config: String,
-            #[serde(default)]
-            repo_tags: Option<Vec<String>>,
-            layers: Vec<String>,
-        }
         let raw = self.read("manifest.json", MAX_MANIFEST_JSON_BYTES)?;
-        let entries: Vec<Entry> = serde_json::from_slice(&raw)
+        let entries: Vec<SavedImage> = serde_json::from_slice(&raw)
             .map_err(|e| ScanErrorKind::Manifest(format!("manifest.json: {e}")))?;
-        let entry = match tag {
-            Some(t) => entries.iter().find(|e| {
-                e.repo_tags
-                    .iter()
-                    .flatten()
-                    .any(|r| r == t || r.rsplit_once(':').map(|(_, x)| x) == Some(t))
-            }),
-            None if entries.len() == 1 => entries.first(),
-            None => None,
-        }
-        .ok_or_else(|| {
-            ScanErrorKind::Local(format!(
-                "manifest.json has {} images and none is tagged {:?}",
-                entries.len(),
-                tag.unwrap_or("")
-            ))
-        })?;
+        let entry = SavedImage::tagged(&entries, tag)?;
         let config = self.read(&entry.config, MAX_CONFIG_BYTES)?;
         let diff_ids = ImageConfig::parse(&config)?.diff_ids();
         if diff_ids.len() != entry.layers.len() {
@@ -108,23 +84,19 @@ impl<'a> Archive<'a> {
             )));
         }
         let mut members = HashMap::new();
-        let layers = entry
-            .layers
-            .iter()
-            .zip(diff_ids)
-            .map(|(path, diff_id)| {
-                let (_, len) = self.members.get(path.as_str()).ok_or_else(|| {
-                    ScanErrorKind::Local(format!("manifest.json names missing member {path}"))
-                })?;
-                members.insert(diff_id.clone(), path.clone());
-                Ok(OciDescriptor {
-                    media_type: "application/vnd.docker.image.rootfs.diff.tar".into(),
-                    digest: diff_id,
-                    size: *len as i64,
-                    ..Default::default()
-                })
-            })
-            .collect::<Result<Vec<_>, ScanErrorKind>>()?;
+        let mut layers = Vec::with_capacity(diff_ids.len());
+        for (path, diff_id) in entry.layers.iter().zip(diff_ids) {
+            let (_, len) = self.members.get(path.as_str()).ok_or_else(|| {
+                ScanErrorKind::Local(format!("manifest.json names missing member {path}"))
+            })?;
+            members.insert(diff_id.clone(), path.clone());
+            layers.push(OciDescriptor {
+                media_type: "application/vnd.docker.image.rootfs.diff.tar".into(),
+                digest: diff_id,
+                size: *len as i64,
+                ..Default::default()
+            });
+        }
         let config_digest = Digest::sha256_of(&config).to_string();
         members.insert(config_digest.clone(), entry.config.clone());
         let manifest = serde_json::json!({
@@ -150,6 +122,38 @@ impl<'a> Archive<'a> {
 
     fn read(&self, name: &str, max: u64) -> Result<Bytes, ScanErrorKind> {
         read_capped(self.open(name)?, name, None, max)
+    }
+}
+
+/// One image in a `docker save` archive's `manifest.json`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SavedImage {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+impl SavedImage {
+    fn tagged<'e>(entries: &'e [SavedImage], tag: Option<&str>) -> Result<&'e Self, ScanErrorKind> {
+        match tag {
+            Some(t) => entries.iter().find(|e| {
+                e.repo_tags
+                    .iter()
+                    .flatten()
+                    .any(|r| r == t || r.rsplit_once(':').map(|(_, x)| x) == Some(t))
+            }),
+            None if entries.len() == 1 => entries.first(),
+            None => None,
+        }
+        .ok_or_else(|| {
+            ScanErrorKind::Local(format!(
+                "manifest.json has {} images and none is tagged {:?}",
+                entries.len(),
+                tag.unwrap_or("")
+            ))
+        })
     }
 }
 
