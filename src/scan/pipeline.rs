@@ -17,7 +17,9 @@ use serde::Deserialize;
 use super::cache::LayerCache;
 use super::source::Opened;
 use super::{ImageSource, Progress, ScanError, ScanErrorKind, ScanOptions, ScannedImage};
-use crate::analysis::{self, HistoryEntry, ImageInput, LayerIndex, LayerInput, LayerMediaType};
+use crate::analysis::{
+    self, HistoryEntry, ImageAnalysis, ImageInput, LayerIndex, LayerInput, LayerMediaType,
+};
 use crate::digest::Digest;
 use crate::registry::{Platform, RawManifest};
 
@@ -76,10 +78,27 @@ pub async fn scan(
         .try_collect()
         .await?;
 
-    let analysis = analysis::analyze(&ImageInput {
+    Ok(ScannedImage {
+        analysis: analyze(&manifest, &config, &plan, &indexes),
+        image,
+        digest: manifest_raw.digest,
+        index_digest,
+        platform: config.platform().to_string(),
+        media_type: manifest_raw.media_type,
+    })
+}
+
+/// The analysis of the layers read, with the history and annotations of the image.
+fn analyze(
+    manifest: &OciImageManifest,
+    config: &ImageConfig,
+    plan: &[PlannedLayer<'_>],
+    indexes: &[Option<Arc<LayerIndex>>],
+) -> ImageAnalysis {
+    analysis::analyze(&ImageInput {
         layers: plan
             .iter()
-            .zip(&indexes)
+            .zip(indexes)
             .map(|(layer, index)| layer.input(index.as_deref()))
             .collect(),
         history: config.history.clone(),
@@ -88,14 +107,6 @@ pub async fn scan(
             .clone()
             .map(|a| a.into_iter().collect::<BTreeMap<_, _>>())
             .unwrap_or_default(),
-    });
-    Ok(ScannedImage {
-        image,
-        digest: manifest_raw.digest,
-        index_digest,
-        platform: config.platform().to_string(),
-        media_type: manifest_raw.media_type,
-        analysis,
     })
 }
 
