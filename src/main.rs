@@ -13,7 +13,7 @@ use imagebloat::analysis::LayerLimits;
 use imagebloat::registry::{Keyring, Platform, Reference, Registry, RegistryOptions};
 use imagebloat::report::ImageFindings;
 use imagebloat::scan::{self, ImageSource, LayerCache, ScanOptions};
-use imagebloat::table;
+use imagebloat::{format, table};
 
 #[derive(Parser)]
 #[command(
@@ -179,23 +179,67 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    // Usage errors exit here, with clap's message and status 2.
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Error::OperatorStopped(message) = &e {
+                tracing::error!("{message}");
+            }
+            if let Some(message) = e.message() {
+                eprintln!("error: {message}");
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Why a command stopped early. `main` prints it, once, and exits with its code.
+#[derive(Debug)]
+enum Error {
+    /// The command could not do its job: a bad flag or file, an image that could not be
+    /// analyzed. Exit status 2, as `scan --help` documents.
+    Failed(String),
+    /// The operator ran and then failed. Exit status 1.
+    OperatorStopped(String),
+    /// Standard output went away (a closed pipe): exit status 2, and nothing left to say.
+    StdoutClosed,
+}
+
+impl Error {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Error::Failed(_) | Error::StdoutClosed => 2,
+            Error::OperatorStopped(_) => 1,
+        }
+    }
+
+    fn message(&self) -> Option<&str> {
+        match self {
+            Error::Failed(m) | Error::OperatorStopped(m) => Some(m),
+            Error::StdoutClosed => None,
+        }
+    }
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error::Failed(message)
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
     match cli.command {
         Command::Scan(args) => runtime.block_on(run_scan(args)),
         Command::Run(args) => runtime.block_on(run_operator(args)),
         Command::Crd => {
             print!("{}", imagebloat::report::crd::crd_yaml());
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -239,13 +283,14 @@ fn load_keyring(explicit: Option<&Path>) -> Result<Keyring, String> {
     }
 }
 
-fn registry_for(args: &RegistryArgs) -> Result<Registry, String> {
+/// How to reach registries, from the flags `scan` and `run` share.
+fn registry_options(args: &RegistryArgs) -> Result<RegistryOptions, String> {
     let mut ca_pem = Vec::new();
     for f in &args.ca_file {
         ca_pem.push(std::fs::read(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?);
     }
     let timeout = Duration::from_secs(args.timeout.max(1));
-    Registry::new(RegistryOptions {
+    Ok(RegistryOptions {
         insecure: args.insecure_registry.iter().cloned().collect(),
         ca_pem,
         connect_timeout: timeout,
@@ -253,7 +298,6 @@ fn registry_for(args: &RegistryArgs) -> Result<Registry, String> {
         max_retries: args.retries,
         ..Default::default()
     })
-    .map_err(|e| e.to_string())
 }
 
 fn source_for(args: &ScanArgs) -> Result<ImageSource, String> {
@@ -276,35 +320,15 @@ fn source_for(args: &ScanArgs) -> Result<ImageSource, String> {
         .cloned()
         .collect();
     Ok(ImageSource::Registry {
-        registry: registry_for(&args.registry)?,
+        registry: Registry::new(registry_options(&args.registry)?).map_err(|e| e.to_string())?,
         reference,
         credentials,
     })
 }
 
-async fn run_scan(args: ScanArgs) -> ExitCode {
-    let source = match source_for(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+async fn run_scan(args: ScanArgs) -> Result<ExitCode, Error> {
+    let source = source_for(&args)?;
     let interactive = std::io::stderr().is_terminal();
-    let progress: Option<Arc<dyn Fn(scan::Progress) + Send + Sync>> = interactive.then(|| {
-        Arc::new(|p: scan::Progress| {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(
-                err,
-                "\r\x1b[2Kanalyzing: {}/{} layers, {} of {}",
-                p.layers_done,
-                p.layers_total,
-                table::human(p.bytes_done),
-                table::human(p.bytes_total)
-            );
-            let _ = err.flush();
-        }) as Arc<dyn Fn(scan::Progress) + Send + Sync>
-    });
     let options = ScanOptions {
         platform: args.registry.platform.clone(),
         limits: LayerLimits {
@@ -313,62 +337,58 @@ async fn run_scan(args: ScanArgs) -> ExitCode {
             ..Default::default()
         },
         layer_concurrency: args.layer_concurrency,
-        progress,
+        progress: interactive.then(progress_line),
     };
     let result = scan::scan(&source, &options, &LayerCache::default()).await;
     if interactive {
         eprint!("\r\x1b[2K");
     }
-    let scanned = match result {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let findings = ImageFindings::new(&scanned);
-    let printed = match args.output {
-        Output::Table => Ok(table::render(&findings, terminal_width())),
-        Output::Json => serde_json::to_string_pretty(&findings)
-            .map(|s| s + "\n")
-            .map_err(|e| e.to_string()),
-        Output::Yaml => serde_yaml::to_string(&findings).map_err(|e| e.to_string()),
-    };
-    match printed {
-        Ok(text) => {
-            let mut out = std::io::stdout().lock();
-            if out
-                .write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .is_err()
-            {
-                return ExitCode::from(2);
-            }
-        }
-        Err(e) => {
-            eprintln!("error: cannot print the findings: {e}");
-            return ExitCode::from(2);
-        }
-    }
+    let findings = ImageFindings::new(&result.map_err(|e| e.to_string())?);
+    print_findings(&findings, args.output)?;
     let failures = gate(&args, &findings);
     for f in &failures {
         eprintln!("FAIL: {f}");
     }
-    if failures.is_empty() {
+    Ok(if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    }
+    })
 }
 
-async fn run_operator(args: RunArgs) -> ExitCode {
-    let config = match operator_config(args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+/// Progress on one terminal line, rewritten as layers finish.
+fn progress_line() -> Arc<dyn Fn(scan::Progress) + Send + Sync> {
+    Arc::new(|p: scan::Progress| {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[2Kanalyzing: {}/{} layers, {} of {}",
+            p.layers_done,
+            p.layers_total,
+            format::size(p.bytes_done),
+            format::size(p.bytes_total)
+        );
+        let _ = err.flush();
+    })
+}
+
+fn print_findings(findings: &ImageFindings, output: Output) -> Result<(), Error> {
+    let text = match output {
+        Output::Table => Ok(table::render(findings, terminal_width())),
+        Output::Json => serde_json::to_string_pretty(findings)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string()),
+        Output::Yaml => serde_yaml::to_string(findings).map_err(|e| e.to_string()),
+    }
+    .map_err(|e| format!("cannot print the findings: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|_| Error::StdoutClosed)
+}
+
+async fn run_operator(args: RunArgs) -> Result<ExitCode, Error> {
+    let config = operator_config(args)?;
     let stop = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -378,27 +398,19 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         }
     };
     tokio::select! {
-        result = imagebloat::operator::run(config) => match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("error: {e}");
-                ExitCode::from(1)
-            }
-        },
+        result = imagebloat::operator::run(config) => {
+            result.map_err(|e| Error::OperatorStopped(e.to_string()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         () = stop => {
             tracing::info!("stopping");
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String> {
-    let mut ca_pem = Vec::new();
-    for f in &args.registry.ca_file {
-        ca_pem.push(std::fs::read(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?);
-    }
-    let timeout = Duration::from_secs(args.registry.timeout.max(1));
+    let registry = registry_options(&args.registry)?;
     let mut mirrors = std::collections::BTreeMap::new();
     for m in &args.mirror {
         let (from, to) = m
@@ -429,14 +441,7 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
         namespaces: args.namespaces,
         exclude_namespaces: args.exclude_namespaces,
         metrics_addr: args.metrics_addr,
-        registry: RegistryOptions {
-            insecure: args.registry.insecure_registry.iter().cloned().collect(),
-            ca_pem,
-            connect_timeout: timeout,
-            read_timeout: timeout,
-            max_retries: args.registry.retries,
-            ..Default::default()
-        },
+        registry,
         keyring: load_keyring(args.registry.registry_config.as_deref())?,
         mirrors,
         default_platform: args.registry.platform,
@@ -455,14 +460,14 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
 
 /// The CI thresholds that fail, each named with the flag that set it.
 fn gate(args: &ScanArgs, f: &ImageFindings) -> Vec<String> {
-    let a = &f.analysis;
+    let a = &f.analysis.totals;
     let mut failures = Vec::new();
     let over = |name: &str, flag: &str, value: u64, limit: Option<ByteSize>| {
         limit.filter(|l| value > l.as_u64()).map(|l| {
             format!(
                 "{name} {} ({value} bytes) exceeds {flag} {} ({} bytes)",
-                table::human(value),
-                table::human(l.as_u64()),
+                format::size(value),
+                format::size(l.as_u64()),
                 l.as_u64()
             )
         })

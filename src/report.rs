@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{ANALYZER_VERSION, ImageAnalysis};
+use crate::format::truncate;
 use crate::scan::ScannedImage;
 
 /// Hidden files listed (the count covers all of them).
@@ -60,31 +61,24 @@ impl ImageFindings {
 fn cap(a: &mut ImageAnalysis) {
     a.hidden_files.truncate(MAX_HIDDEN_FILES);
     for h in &mut a.hidden_files {
-        truncate_chars(&mut h.path, MAX_PATH);
+        truncate(&mut h.path, MAX_PATH);
     }
     a.recommendations.truncate(MAX_RECOMMENDATIONS);
     for r in &mut a.recommendations {
         if let Some(c) = &mut r.created_by {
-            truncate_chars(c, MAX_CREATED_BY);
+            truncate(c, MAX_CREATED_BY);
         }
     }
     a.layers.truncate(MAX_LAYERS);
     for l in &mut a.layers {
         if let Some(c) = &mut l.created_by {
-            truncate_chars(c, MAX_CREATED_BY);
+            truncate(c, MAX_CREATED_BY);
         }
     }
     for c in &mut a.categories {
         for e in &mut c.examples {
-            truncate_chars(e, MAX_PATH);
+            truncate(e, MAX_PATH);
         }
-    }
-}
-
-fn truncate_chars(s: &mut String, max: usize) {
-    if let Some((i, _)) = s.char_indices().nth(max) {
-        s.truncate(i);
-        s.push('…');
     }
 }
 
@@ -95,6 +89,8 @@ pub mod crd {
     use serde::{Deserialize, Serialize};
 
     use super::ImageFindings;
+    use crate::analysis::Totals;
+    use crate::format;
 
     /// The CRD as YAML: what `imagebloat crd` prints and `crds/` holds.
     pub fn crd_yaml() -> String {
@@ -177,17 +173,12 @@ pub mod crd {
     /// pulled once and counted once).
     #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
     #[serde(rename_all = "camelCase")]
+    #[schemars(transform = summary_totals_schema)]
     pub struct ReportSummary {
         /// Distinct images analyzed.
         pub images: u32,
-        pub pull_bytes: u64,
-        pub size_bytes: u64,
-        pub final_bytes: u64,
-        pub wasted_bytes: u64,
-        pub reclaimable_bytes: u64,
-        pub reclaimable_pull_bytes: u64,
-        /// `finalBytes / sizeBytes` over the distinct images.
-        pub efficiency: f64,
+        #[serde(flatten)]
+        pub totals: Totals,
         /// `pullBytes`, human-readable (SI units).
         pub pull_size: String,
         /// `reclaimableBytes`, human-readable.
@@ -196,6 +187,63 @@ pub mod crd {
         pub wasted: String,
         /// `efficiency` as a percentage.
         pub efficiency_percent: String,
+    }
+
+    impl ReportSummary {
+        /// The summary of `images` distinct images whose totals add up to `totals`, with the
+        /// human-readable figures the printer columns show.
+        pub fn new(images: u32, totals: Totals) -> Self {
+            ReportSummary {
+                images,
+                pull_size: format::size(totals.pull_bytes),
+                reclaimable: format::size(totals.reclaimable_bytes),
+                wasted: format::size(totals.wasted_bytes),
+                efficiency_percent: format::percent(totals.efficiency),
+                totals,
+            }
+        }
+    }
+
+    /// The totals read as the summary's own fields (`summary.size_bytes`), as they appear in
+    /// the resource.
+    impl std::ops::Deref for ReportSummary {
+        type Target = Totals;
+
+        fn deref(&self) -> &Totals {
+            &self.totals
+        }
+    }
+
+    impl std::ops::DerefMut for ReportSummary {
+        fn deref_mut(&mut self) -> &mut Totals {
+            &mut self.totals
+        }
+    }
+
+    /// The published schema documents the summary's totals only through `efficiency` (the
+    /// others mean what they mean for one image, summed); the CRD keeps that shape.
+    fn summary_totals_schema(schema: &mut schemars::Schema) {
+        let totals = schemars::schema_for!(Totals);
+        let (Some(totals), Some(properties)) = (
+            totals.get("properties").and_then(|p| p.as_object()),
+            schema.get_mut("properties").and_then(|p| p.as_object_mut()),
+        ) else {
+            return;
+        };
+        for name in totals.keys() {
+            if let Some(property) = properties.get_mut(name).and_then(|p| p.as_object_mut()) {
+                property.remove("description");
+            }
+        }
+        if let Some(efficiency) = properties
+            .get_mut("efficiency")
+            .and_then(|p| p.as_object_mut())
+        {
+            efficiency.insert(
+                "description".into(),
+                "`finalBytes / sizeBytes` over the distinct images.".into(),
+            );
+        }
     }
 
     /// One container's image and what was found in it.
@@ -225,7 +273,7 @@ pub fn fit_report(status: &mut crd::ImageReportStatus, budget: usize) {
     let size = |s: &crd::ImageReportStatus| serde_json::to_vec(s).map_or(usize::MAX, |v| v.len());
     for c in &mut status.containers {
         if let Some(e) = &mut c.error {
-            truncate_chars(e, 1000);
+            truncate(e, 1000);
         }
     }
     type Step = fn(&mut ImageFindings);
@@ -241,7 +289,7 @@ pub fn fit_report(status: &mut crd::ImageReportStatus, budget: usize) {
         |f| {
             for l in &mut f.analysis.layers {
                 if let Some(c) = &mut l.created_by {
-                    truncate_chars(c, 80);
+                    truncate(c, 80);
                 }
             }
         },
@@ -265,18 +313,12 @@ pub fn fit_report(status: &mut crd::ImageReportStatus, budget: usize) {
 mod tests {
     use super::crd::{ContainerReport, ImageReportStatus};
     use super::*;
-    use crate::analysis::{HiddenFile, LayerSummary, Recommendation};
+    use crate::analysis::{HiddenFile, LayerSummary, Recommendation, Totals};
 
     fn pathological(n: usize) -> ImageFindings {
         let long = "x".repeat(400);
         let analysis = ImageAnalysis {
-            pull_bytes: 1,
-            size_bytes: 2,
-            final_bytes: 1,
-            wasted_bytes: 1,
-            reclaimable_bytes: 1,
-            reclaimable_pull_bytes: 1,
-            efficiency: 0.5,
+            totals: Totals::of_image(1, 2, 1, 0, 1),
             junk_bytes: 0,
             layers: (0..n)
                 .map(|i| LayerSummary {

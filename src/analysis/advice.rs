@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::rules::{Category, Tool};
 use super::{ImageAnalysis, Recommendation};
+use crate::format::{capitalise, count, history_line};
 
 /// Below this, advice is noise.
 const MIN_SAVING: u64 = 64 << 10;
@@ -88,6 +89,31 @@ const DEPENDENCY_INSTALLS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Junk left in the final filesystem, by category (package caches and build tools have rules
+/// of their own): the kind of advice, and what to do.
+const JUNK_ADVICE: &[(Category, &str, &str)] = &[
+    (
+        Category::Docs,
+        "remove-docs",
+        "documentation and manual pages ship in the image. Exclude them when installing (for dpkg, `path-exclude` rules for /usr/share/doc, /usr/share/man and /usr/share/info in /etc/dpkg/dpkg.cfg.d/, keeping copyright files) or delete them in the same RUN",
+    ),
+    (
+        Category::Vcs,
+        "dockerignore",
+        "version-control history (.git and the like) was copied into the image. Add it to .dockerignore",
+    ),
+    (
+        Category::Temp,
+        "remove-temp-files",
+        "files are left in /tmp or /var/tmp. Delete them in the RUN that creates them",
+    ),
+    (
+        Category::Logs,
+        "remove-logs",
+        "build-time logs under /var/log ship in the image. Delete them in the RUN that writes them",
+    ),
+];
+
 /// Slimmer bases for common distributions: (os-release ID, suggestion, approximate
 /// uncompressed size of the suggestion in bytes, as published for the current releases).
 const SLIMMER_BASES: &[(&str, &str, u64)] = &[
@@ -115,162 +141,52 @@ const SLIMMER_BASES: &[(&str, &str, u64)] = &[
 /// A base must exceed its suggestion by this factor before the advice is given.
 const BASE_EXCESS: f64 = 1.3;
 
+/// One recommendation rule: why its advice holds, and the function that gives it.
+pub struct Rule {
+    pub rationale: &'static str,
+    pub advise: fn(&Facts<'_>) -> Vec<Recommendation>,
+}
+
+/// The rules. Their order does not change the result: recommendations are ranked afterwards.
+pub const RULES: &[Rule] = &[
+    Rule {
+        rationale: "a later layer's delete hides a file but cannot unship it from the layer that made it",
+        advise: deleted_later,
+    },
+    Rule {
+        rationale: "a later layer's rewrite (often only a chown or chmod) ships a second copy of each file",
+        advise: rewritten_later,
+    },
+    Rule {
+        rationale: "a package manager's cache speeds up the next install, and a running container installs nothing",
+        advise: package_caches,
+    },
+    Rule {
+        rationale: "documentation, version-control history, temp files and build logs are never read at run time",
+        advise: leftover_junk,
+    },
+    Rule {
+        rationale: "compilers and headers are needed to build, not to run; a build stage keeps them out",
+        advise: build_tools,
+    },
+    Rule {
+        rationale: "most of a full distribution base is never used by one application",
+        advise: |f| slimmer_base(f).into_iter().collect(),
+    },
+    Rule {
+        rationale: "a broad COPY before a dependency install re-ships the dependencies on every source change",
+        advise: |f| layer_order(f).into_iter().collect(),
+    },
+];
+
 /// Computes the recommendations, largest saving first.
 pub fn advise(f: &Facts<'_>) -> Vec<Recommendation> {
-    let a = f.analysis;
-    let created = |layer: usize| a.layers.get(layer).and_then(|l| l.created_by.clone());
-    let short = |layer: usize| match created(layer) {
-        Some(c) => format!("layer {layer} (`{}`)", shorten(&c, 60)),
-        None => format!("layer {layer}"),
-    };
-    let mut out: Vec<Recommendation> = Vec::new();
+    rank(RULES.iter().flat_map(|rule| (rule.advise)(f)).collect())
+}
 
-    // Files deleted or rewritten by a later layer still ship in the layer that made them.
-    let mut removed: BTreeMap<(u32, u32, bool), (u64, u64)> = BTreeMap::new();
-    for h in &a.hidden_files {
-        if h.hidden_by_layer == h.layer {
-            continue; // duplicate entries within one tar: not a Dockerfile matter
-        }
-        let rewrite = h.reason == "overwritten";
-        let t = removed
-            .entry((h.layer, h.hidden_by_layer, rewrite))
-            .or_default();
-        t.0 += h.size_bytes;
-        t.1 += 1;
-    }
-    for (&(layer, by, rewrite), &(bytes, files)) in &removed {
-        let (layer, by) = (layer as usize, by as usize);
-        let message = if rewrite {
-            // Only when the step is itself a chown/chmod: a longer RUN that happens to
-            // contain one rewrites files for other reasons too.
-            let chown = created(by).is_some_and(|c| {
-                let c = shorten(&c, usize::MAX);
-                c.starts_with("chown ") || c.starts_with("chmod ")
-            });
-            if chown {
-                format!(
-                    "{} rewrites {} that {} shipped, only to change owner or mode; both copies ship. Use `COPY --chown`/`--chmod` (or set them where the files are made) instead of a separate RUN",
-                    short(by),
-                    count(files, "file"),
-                    short(layer)
-                )
-            } else {
-                format!(
-                    "{} rewrites {} that {} shipped; both copies ship. Produce the final version once, in one step",
-                    short(by),
-                    count(files, "file"),
-                    short(layer)
-                )
-            }
-        } else {
-            format!(
-                "{} deletes {} that {} created, but deleting in a later layer frees nothing. Remove them in the same RUN that creates them, or create them in a build stage",
-                short(by),
-                count(files, "file"),
-                short(layer)
-            )
-        };
-        out.push(Recommendation {
-            kind: if rewrite {
-                "avoid-rewriting-files"
-            } else {
-                "cleanup-in-same-layer"
-            }
-            .into(),
-            message,
-            saved_bytes: bytes,
-            layer: Some(layer as u32),
-            created_by: created(layer),
-        });
-    }
-
-    // Caches left by package managers, per layer and tool.
-    for (&(layer, category, tool), &bytes) in f.junk_by_tool {
-        if category != Category::PackageCache {
-            continue;
-        }
-        let Some((_, how)) = NO_CACHE_ADVICE.iter().find(|(t, _)| *t == tool) else {
-            continue;
-        };
-        out.push(Recommendation {
-            kind: "package-manager-cache".into(),
-            message: format!(
-                "{} leaves the {} cache in the image: {how}",
-                short(layer),
-                tool_name(tool)
-            ),
-            saved_bytes: bytes,
-            layer: Some(layer as u32),
-            created_by: created(layer),
-        });
-    }
-
-    // Other junk categories: one piece of advice each, at the layer with the most of it.
-    let per_category = |category: Category| -> Option<(u64, usize)> {
-        let mut by_layer: BTreeMap<usize, u64> = BTreeMap::new();
-        for (&(layer, c, _), &b) in f.junk_by_tool {
-            if c == category {
-                *by_layer.entry(layer).or_default() += b;
-            }
-        }
-        let total = by_layer.values().sum();
-        let top = by_layer.iter().max_by_key(|(_, b)| **b).map(|(l, _)| *l)?;
-        Some((total, top))
-    };
-    let category_advice: &[(Category, &str, &str)] = &[
-        (
-            Category::Docs,
-            "remove-docs",
-            "documentation and manual pages ship in the image. Exclude them when installing (for dpkg, `path-exclude` rules for /usr/share/doc, /usr/share/man and /usr/share/info in /etc/dpkg/dpkg.cfg.d/, keeping copyright files) or delete them in the same RUN",
-        ),
-        (
-            Category::Vcs,
-            "dockerignore",
-            "version-control history (.git and the like) was copied into the image. Add it to .dockerignore",
-        ),
-        (
-            Category::Temp,
-            "remove-temp-files",
-            "files are left in /tmp or /var/tmp. Delete them in the RUN that creates them",
-        ),
-        (
-            Category::Logs,
-            "remove-logs",
-            "build-time logs under /var/log ship in the image. Delete them in the RUN that writes them",
-        ),
-    ];
-    for &(category, kind, what) in category_advice {
-        if let Some((bytes, layer)) = per_category(category) {
-            out.push(Recommendation {
-                kind: kind.into(),
-                message: format!("{}: {what}", capitalise(&short(layer))),
-                saved_bytes: bytes,
-                layer: Some(layer as u32),
-                created_by: created(layer),
-            });
-        }
-    }
-
-    if let Some((bytes, layer)) = per_category(Category::BuildTools)
-        && bytes >= MIN_BUILD_TOOLS
-    {
-        out.push(Recommendation {
-            kind: "multi-stage-build".into(),
-            message: format!(
-                "Compilers, headers, static libraries or toolchains ship in this image (most from {}). Build in a `FROM … AS build` stage and COPY only the artifacts into a slim runtime stage",
-                short(layer)
-            ),
-            saved_bytes: bytes,
-            layer: Some(layer as u32),
-            created_by: created(layer),
-        });
-    }
-
-    if let Some(r) = slimmer_base(f) {
-        out.push(r);
-    }
-    out.extend(layer_order(a));
-
+/// Drops advice below [`MIN_SAVING`], sorts by saving (then kind and layer, so equal savings
+/// come out in a stable order) and keeps the largest [`MAX_PER_KIND`] of each kind.
+fn rank(mut out: Vec<Recommendation>) -> Vec<Recommendation> {
     out.retain(|r| r.saved_bytes >= MIN_SAVING);
     out.sort_by(|x, y| {
         y.saved_bytes
@@ -285,6 +201,156 @@ pub fn advise(f: &Facts<'_>) -> Vec<Recommendation> {
         *n <= MAX_PER_KIND
     });
     out
+}
+
+impl Facts<'_> {
+    /// The history line of a layer.
+    fn created_by(&self, layer: usize) -> Option<String> {
+        self.analysis
+            .layers
+            .get(layer)
+            .and_then(|l| l.created_by.clone())
+    }
+
+    /// A layer as advice names it: `layer 2 (`RUN make`)`.
+    fn layer_name(&self, layer: usize) -> String {
+        match self.created_by(layer) {
+            Some(c) => format!("layer {layer} (`{}`)", history_line(&c, 60)),
+            None => format!("layer {layer}"),
+        }
+    }
+
+    /// A recommendation about one layer.
+    fn about(&self, layer: usize, kind: &str, message: String, saved_bytes: u64) -> Recommendation {
+        Recommendation {
+            kind: kind.into(),
+            message,
+            saved_bytes,
+            layer: Some(layer as u32),
+            created_by: self.created_by(layer),
+        }
+    }
+
+    /// One recommendation per pair of layers where a later layer `by` hid files an earlier
+    /// `layer` shipped, for files hidden by being overwritten (or by any other reason): `message`
+    /// gets `(layer, by, files)`.
+    fn hidden_later(
+        &self,
+        overwritten: bool,
+        kind: &str,
+        message: impl Fn(usize, usize, u64) -> String,
+    ) -> Vec<Recommendation> {
+        let mut hidden: BTreeMap<(usize, usize), (u64, u64)> = BTreeMap::new();
+        for h in &self.analysis.hidden_files {
+            // Duplicate entries within one tar are not a Dockerfile matter.
+            if h.hidden_by_layer == h.layer || (h.reason == "overwritten") != overwritten {
+                continue;
+            }
+            let t = hidden
+                .entry((h.layer as usize, h.hidden_by_layer as usize))
+                .or_default();
+            t.0 += h.size_bytes;
+            t.1 += 1;
+        }
+        hidden
+            .into_iter()
+            .map(|((layer, by), (bytes, files))| {
+                self.about(layer, kind, message(layer, by, files), bytes)
+            })
+            .collect()
+    }
+
+    /// Junk of one category: its bytes in all, and the layer with the most of it.
+    fn junk_of(&self, category: Category) -> Option<(u64, usize)> {
+        let mut by_layer: BTreeMap<usize, u64> = BTreeMap::new();
+        for (&(layer, c, _), &b) in self.junk_by_tool {
+            if c == category {
+                *by_layer.entry(layer).or_default() += b;
+            }
+        }
+        let total = by_layer.values().sum();
+        let top = by_layer.iter().max_by_key(|(_, b)| **b).map(|(l, _)| *l)?;
+        Some((total, top))
+    }
+}
+
+fn deleted_later(f: &Facts<'_>) -> Vec<Recommendation> {
+    f.hidden_later(false, "cleanup-in-same-layer", |layer, by, files| {
+        format!(
+            "{} deletes {} that {} created, but deleting in a later layer frees nothing. Remove them in the same RUN that creates them, or create them in a build stage",
+            f.layer_name(by),
+            count(files, "file"),
+            f.layer_name(layer)
+        )
+    })
+}
+
+fn rewritten_later(f: &Facts<'_>) -> Vec<Recommendation> {
+    f.hidden_later(true, "avoid-rewriting-files", |layer, by, files| {
+        // Only when the step is itself a chown/chmod: a longer RUN that happens to contain one
+        // rewrites files for other reasons too.
+        let chown = f.created_by(by).is_some_and(|c| {
+            let c = history_line(&c, usize::MAX);
+            c.starts_with("chown ") || c.starts_with("chmod ")
+        });
+        let (what, how) = if chown {
+            (
+                ", only to change owner or mode",
+                "Use `COPY --chown`/`--chmod` (or set them where the files are made) instead of a separate RUN",
+            )
+        } else {
+            ("", "Produce the final version once, in one step")
+        };
+        format!(
+            "{} rewrites {} that {} shipped{what}; both copies ship. {how}",
+            f.layer_name(by),
+            count(files, "file"),
+            f.layer_name(layer)
+        )
+    })
+}
+
+/// One recommendation per layer and package manager that left its cache.
+fn package_caches(f: &Facts<'_>) -> Vec<Recommendation> {
+    f.junk_by_tool
+        .iter()
+        .filter(|((_, category, _), _)| *category == Category::PackageCache)
+        .filter_map(|(&(layer, _, tool), &bytes)| {
+            let (_, how) = NO_CACHE_ADVICE.iter().find(|(t, _)| *t == tool)?;
+            let message = format!(
+                "{} leaves the {} cache in the image: {how}",
+                f.layer_name(layer),
+                tool_name(tool)
+            );
+            Some(f.about(layer, "package-manager-cache", message, bytes))
+        })
+        .collect()
+}
+
+/// Other junk categories: one recommendation each, at the layer with the most of it.
+fn leftover_junk(f: &Facts<'_>) -> Vec<Recommendation> {
+    JUNK_ADVICE
+        .iter()
+        .filter_map(|&(category, kind, what)| {
+            let (bytes, layer) = f.junk_of(category)?;
+            let message = format!("{}: {what}", capitalise(&f.layer_name(layer)));
+            Some(f.about(layer, kind, message, bytes))
+        })
+        .collect()
+}
+
+fn build_tools(f: &Facts<'_>) -> Vec<Recommendation> {
+    let Some((bytes, layer)) = f.junk_of(Category::BuildTools) else {
+        return Vec::new();
+    };
+    if bytes < MIN_BUILD_TOOLS {
+        return Vec::new();
+    }
+    let message = format!(
+        "Compilers, headers, static libraries or toolchains ship in this image (most from {}). Build in a `FROM … AS build` stage and COPY only the artifacts into a slim runtime stage",
+        f.layer_name(layer)
+    );
+    vec![f.about(layer, "multi-stage-build", message, bytes)]
 }
 
 fn slimmer_base(f: &Facts<'_>) -> Option<Recommendation> {
@@ -304,22 +370,18 @@ fn slimmer_base(f: &Facts<'_>) -> Option<Recommendation> {
         .as_ref()
         .and_then(|b| b.name.clone())
         .unwrap_or_else(|| os.pretty_name.clone().unwrap_or_else(|| os.id.clone()));
-    Some(Recommendation {
-        kind: "slimmer-base".into(),
-        message: format!(
-            "The base ({base}) puts {} MB in the final image; {suggestion} is about {} MB. If the application does not need the rest, switch to it (or to a distroless base for a self-contained binary)",
-            base_bytes / 1_000_000,
-            size / 1_000_000
-        ),
-        saved_bytes: base_bytes - size,
-        layer: Some(0),
-        created_by: a.layers.first().and_then(|l| l.created_by.clone()),
-    })
+    let message = format!(
+        "The base ({base}) puts {} MB in the final image; {suggestion} is about {} MB. If the application does not need the rest, switch to it (or to a distroless base for a self-contained binary)",
+        base_bytes / 1_000_000,
+        size / 1_000_000
+    );
+    Some(f.about(0, "slimmer-base", message, base_bytes - size))
 }
 
 /// A broad `COPY` of the sources before a dependency install: every source change rebuilds and
 /// re-ships the dependency layer.
-fn layer_order(a: &ImageAnalysis) -> Option<Recommendation> {
+fn layer_order(f: &Facts<'_>) -> Option<Recommendation> {
+    let a = f.analysis;
     let copy = a.layers.iter().position(|l| {
         l.created_by.as_deref().is_some_and(|c| {
             let c = c.trim();
@@ -337,17 +399,12 @@ fn layer_order(a: &ImageAnalysis) -> Option<Recommendation> {
             .find(|(cmd, _)| c.contains(cmd))
             .map(|(_, files)| (l, *files))
     })?;
-    Some(Recommendation {
-        kind: "layer-order".into(),
-        message: format!(
-            "Layer {} copies the whole source tree before layer {} installs dependencies, so every source change rebuilds and re-ships the dependency layer. COPY {files} first, install, then COPY the rest",
-            copy, dep.index
-        ),
-        // Rebuilds after a source change stop re-shipping the dependency layer.
-        saved_bytes: dep.size_bytes,
-        layer: Some(dep.index),
-        created_by: dep.created_by.clone(),
-    })
+    let message = format!(
+        "Layer {} copies the whole source tree before layer {} installs dependencies, so every source change rebuilds and re-ships the dependency layer. COPY {files} first, install, then COPY the rest",
+        copy, dep.index
+    );
+    // Rebuilds after a source change stop re-shipping the dependency layer.
+    Some(f.about(dep.index as usize, "layer-order", message, dep.size_bytes))
 }
 
 fn tool_name(t: Tool) -> &'static str {
@@ -367,35 +424,54 @@ fn tool_name(t: Tool) -> &'static str {
     }
 }
 
-/// `1 file`, `2 files`.
-fn count(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
+    fn advice(kind: &str, saved_bytes: u64, layer: u32) -> Recommendation {
+        Recommendation {
+            kind: kind.into(),
+            message: String::new(),
+            saved_bytes,
+            layer: Some(layer),
+            created_by: None,
+        }
     }
-}
 
-/// A history line cut to `max` characters, with the shell prefix Docker adds removed.
-pub fn shorten(created_by: &str, max: usize) -> String {
-    let s = created_by
-        .trim()
-        .trim_start_matches("/bin/sh -c ")
-        .trim_start_matches("#(nop) ")
-        .trim();
-    let s = s.strip_suffix("# buildkit").unwrap_or(s).trim_end();
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let cut: String = s.chars().take(max.saturating_sub(1)).collect();
-        format!("{cut}…")
+    fn ranked(out: &[Recommendation]) -> Vec<(&str, u64, Option<u32>)> {
+        out.iter()
+            .map(|r| (r.kind.as_str(), r.saved_bytes, r.layer))
+            .collect()
+    }
+
+    #[test]
+    fn ranking_puts_the_largest_saving_first_and_breaks_ties_by_kind_then_layer() {
+        let out = rank(vec![
+            advice("remove-logs", 1 << 20, 1),
+            advice("remove-docs", 2 << 20, 2),
+            advice("remove-docs", 2 << 20, 1),
+            advice("dockerignore", 2 << 20, 3),
+        ]);
+        assert_eq!(
+            ranked(&out),
+            vec![
+                ("dockerignore", 2 << 20, Some(3)),
+                ("remove-docs", 2 << 20, Some(1)),
+                ("remove-docs", 2 << 20, Some(2)),
+                ("remove-logs", 1 << 20, Some(1)),
+            ]
+        );
+    }
+
+    #[test]
+    fn ranking_drops_small_savings_and_keeps_five_of_a_kind() {
+        let mut out: Vec<Recommendation> = (0..7)
+            .map(|i| advice("package-manager-cache", MIN_SAVING + i, i as u32))
+            .collect();
+        out.push(advice("remove-temp-files", MIN_SAVING - 1, 0));
+        let out = rank(out);
+        assert_eq!(out.len(), MAX_PER_KIND);
+        assert!(out.iter().all(|r| r.kind == "package-manager-cache"));
+        assert_eq!(out[0].saved_bytes, MIN_SAVING + 6);
     }
 }

@@ -2,13 +2,14 @@
 //!
 //! [`layer::index_layer`] reads one layer blob once and keeps a compact [`LayerIndex`];
 //! [`analyze`] combines the indexes of one image with its manifest and config facts into an
-//! [`ImageAnalysis`]: the waste math of DESIGN.md, junk by category, and advice.
+//! [`ImageAnalysis`]: the waste math (docs/architecture.md), junk by category, and advice.
 
 pub mod advice;
 pub mod layer;
 pub mod overlay;
 pub mod path;
 pub mod rules;
+mod totals;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use layer::{Compression, LayerError, LayerIndex, LayerLimits, LayerMediaType, index_layer};
 pub use overlay::{HideReason, Overlay};
 pub use rules::{Category, Classifier, Tool};
+pub use totals::Totals;
 
 /// Bumped whenever the same layers could produce different findings, so stored reports made by
 /// an older analyzer are recomputed rather than reused.
@@ -60,20 +62,8 @@ pub struct ImageInput<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageAnalysis {
-    /// Sum of the layer descriptors' sizes: what a node downloads.
-    pub pull_bytes: u64,
-    /// Bytes of every regular file in every layer: what the image ships.
-    pub size_bytes: u64,
-    /// Bytes of the regular files in the final filesystem.
-    pub final_bytes: u64,
-    /// `sizeBytes - finalBytes`: shipped in one layer, hidden by a later one.
-    pub wasted_bytes: u64,
-    /// `wastedBytes` plus junk left in the final filesystem.
-    pub reclaimable_bytes: u64,
-    /// Estimated download saving: each layer's reclaimable bytes at its compression ratio.
-    pub reclaimable_pull_bytes: u64,
-    /// `finalBytes / sizeBytes` (1.0 for an empty image).
-    pub efficiency: f64,
+    #[serde(flatten)]
+    pub totals: Totals,
     /// Bytes of junk per category.
     pub junk_bytes: u64,
     pub layers: Vec<LayerSummary>,
@@ -91,6 +81,16 @@ pub struct ImageAnalysis {
     /// Things the reader should know about this analysis (skipped layers …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+/// The totals read as the analysis's own fields (`analysis.size_bytes`), as they appear in its
+/// JSON.
+impl std::ops::Deref for ImageAnalysis {
+    type Target = Totals;
+
+    fn deref(&self) -> &Totals {
+        &self.totals
+    }
 }
 
 /// One layer's share of the image.
@@ -207,132 +207,177 @@ pub fn analyze(input: &ImageInput<'_>) -> ImageAnalysis {
 
 /// As [`analyze`], with a classifier built once by the caller.
 pub fn analyze_with(input: &ImageInput<'_>, classifier: &Classifier) -> ImageAnalysis {
-    let created_by = layer_history(&input.history, input.layers.len());
     let present: Vec<(usize, &LayerIndex)> = input
         .layers
         .iter()
         .enumerate()
         .filter_map(|(i, l)| l.index.map(|ix| (i, ix)))
         .collect();
-    let overlay = Overlay::apply(present.iter().map(|(_, ix)| *ix));
-    // Overlay positions count only analyzed layers; map them back to manifest positions.
-    let manifest_pos = |overlay_layer: usize| present[overlay_layer].0;
-    let index_of = |overlay_layer: usize| present[overlay_layer].1;
-
+    let stack = Stack {
+        overlay: Overlay::apply(present.iter().map(|(_, ix)| *ix)),
+        present,
+    };
     let n = input.layers.len();
     let mut wasted_by_layer = vec![0u64; n];
     let mut junk_by_layer = vec![0u64; n];
-    let mut hidden_files = Vec::new();
-    for c in overlay.contents() {
-        if let (Some(h), false) = (c.hidden, c.is_visible()) {
-            let layer = manifest_pos(c.layer);
-            wasted_by_layer[layer] += c.size;
-            hidden_files.push(HiddenFile {
-                path: path::display(index_of(c.layer).entry(c.entry).path),
-                size_bytes: c.size,
-                layer: layer as u32,
-                hidden_by_layer: manifest_pos(h.by_layer) as u32,
-                reason: h.reason.as_str().to_string(),
-            });
-        }
-    }
-    hidden_files.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.path.cmp(&b.path)));
-
-    // Junk: each visible content once, under the first of its names in byte order.
-    let mut seen = vec![false; overlay.contents().len()];
-    let mut scratch = Vec::new();
-    let mut junk: BTreeMap<Category, JunkTally> = BTreeMap::new();
-    let mut junk_by_tool: BTreeMap<(usize, Category, Tool), u64> = BTreeMap::new();
-    for (p, c) in overlay.visible_files() {
-        if std::mem::replace(&mut seen[c as usize], true) {
-            continue;
-        }
-        let content = &overlay.contents()[c as usize];
-        if content.size == 0 {
-            continue;
-        }
-        if let Some((category, tool)) = classifier.classify(p, &mut scratch) {
-            let layer = manifest_pos(content.layer);
-            junk_by_layer[layer] += content.size;
-            *junk_by_tool.entry((layer, category, tool)).or_default() += content.size;
-            junk.entry(category).or_default().add(p, content.size);
-        }
-    }
-
-    let size_bytes = overlay.size_bytes();
-    let final_bytes = overlay.final_bytes();
-    let wasted_bytes = size_bytes - final_bytes;
+    let hidden_files = stack.hidden_files(&mut wasted_by_layer);
+    let junk = stack.junk(classifier, &mut junk_by_layer);
     let junk_bytes: u64 = junk_by_layer.iter().sum();
-    let pull_bytes = input.layers.iter().map(|l| l.pull_bytes).sum();
-
-    let mut reclaimable_pull_bytes = 0u64;
-    let mut layers = Vec::with_capacity(n);
-    let mut notes = Vec::new();
-    for (i, l) in input.layers.iter().enumerate() {
-        let (uncompressed, size, files) = l
-            .index
-            .map(|ix| (ix.uncompressed_bytes, ix.size_bytes, ix.file_count))
-            .unwrap_or_default();
-        let reclaimable = wasted_by_layer[i] + junk_by_layer[i];
-        if uncompressed > 0 {
-            // Compressed share of the layer's reclaimable bytes, at the layer's own ratio.
-            let share = (reclaimable as u128 * l.pull_bytes as u128) / uncompressed as u128;
-            reclaimable_pull_bytes += share.min(l.pull_bytes as u128) as u64;
-        }
-        if let Some(why) = &l.skipped {
-            notes.push(format!("layer {i} ({}) was not analyzed: {why}", l.digest));
-        }
-        layers.push(LayerSummary {
-            index: i as u32,
-            digest: l.digest.clone(),
-            media_type: l.media_type.clone(),
-            pull_bytes: l.pull_bytes,
-            uncompressed_bytes: uncompressed,
-            size_bytes: size,
-            file_count: files,
-            wasted_bytes: wasted_by_layer[i],
-            junk_bytes: junk_by_layer[i],
-            created_by: created_by[i].clone(),
-            skipped: l.skipped.clone(),
-        });
-    }
-
-    let categories = junk
-        .into_iter()
-        .map(|(category, t)| t.into_summary(category))
-        .collect();
-
-    let os = read_os_release(&overlay, &present);
-    let base_image = base_image(&input.annotations);
+    let shares = LayerShares::of(input, &wasted_by_layer, &junk_by_layer);
 
     let mut analysis = ImageAnalysis {
-        pull_bytes,
-        size_bytes,
-        final_bytes,
-        wasted_bytes,
-        reclaimable_bytes: wasted_bytes + junk_bytes,
-        reclaimable_pull_bytes,
-        efficiency: if size_bytes == 0 {
-            1.0
-        } else {
-            final_bytes as f64 / size_bytes as f64
-        },
+        totals: Totals::of_image(
+            input.layers.iter().map(|l| l.pull_bytes).sum(),
+            stack.overlay.size_bytes(),
+            stack.overlay.final_bytes(),
+            junk_bytes,
+            shares.reclaimable_pull_bytes,
+        ),
         junk_bytes,
-        layers,
+        layers: shares.layers,
         hidden_file_count: hidden_files.len() as u64,
         hidden_files,
-        categories,
+        categories: junk
+            .by_category
+            .into_iter()
+            .map(|(category, t)| t.into_summary(category))
+            .collect(),
         recommendations: Vec::new(),
-        os,
-        base_image,
-        notes,
+        os: read_os_release(&stack.overlay, &stack.present),
+        base_image: base_image(&input.annotations),
+        notes: shares.notes,
     };
     analysis.recommendations = advice::advise(&advice::Facts {
         analysis: &analysis,
-        junk_by_tool: &junk_by_tool,
-        base_layer_final_bytes: base_layer_final_bytes(&overlay, &present),
+        junk_by_tool: &junk.by_tool,
+        base_layer_final_bytes: base_layer_final_bytes(&stack.overlay, &stack.present),
     });
     analysis
+}
+
+/// The analyzed layers of one image stacked: what each path holds in the end, and where each
+/// analyzed layer sits in the manifest (skipped layers have no index and no place here).
+struct Stack<'a> {
+    overlay: Overlay<'a>,
+    /// Manifest position and index of each analyzed layer, bottom first.
+    present: Vec<(usize, &'a LayerIndex)>,
+}
+
+/// Junk in the final filesystem.
+struct Junk {
+    by_category: BTreeMap<Category, JunkTally>,
+    /// Bytes by (manifest position, category, tool), for advice.
+    by_tool: BTreeMap<(usize, Category, Tool), u64>,
+}
+
+impl Stack<'_> {
+    /// Overlay positions count only analyzed layers; this maps one back to the manifest.
+    fn manifest_pos(&self, overlay_layer: usize) -> usize {
+        self.present[overlay_layer].0
+    }
+
+    /// Files shipped but hidden by a later layer, largest first; adds each to its layer's
+    /// `wasted_by_layer`.
+    fn hidden_files(&self, wasted_by_layer: &mut [u64]) -> Vec<HiddenFile> {
+        let mut hidden_files = Vec::new();
+        for c in self.overlay.contents() {
+            if let (Some(h), false) = (c.hidden, c.is_visible()) {
+                let layer = self.manifest_pos(c.layer);
+                wasted_by_layer[layer] += c.size;
+                hidden_files.push(HiddenFile {
+                    path: path::display(self.present[c.layer].1.entry(c.entry).path),
+                    size_bytes: c.size,
+                    layer: layer as u32,
+                    hidden_by_layer: self.manifest_pos(h.by_layer) as u32,
+                    reason: h.reason.as_str().to_string(),
+                });
+            }
+        }
+        hidden_files.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.path.cmp(&b.path)));
+        hidden_files
+    }
+
+    /// Junk in the final filesystem: each visible content once, under the first of its names
+    /// in byte order; adds each to its layer's `junk_by_layer`.
+    fn junk(&self, classifier: &Classifier, junk_by_layer: &mut [u64]) -> Junk {
+        let contents = self.overlay.contents();
+        let mut seen = vec![false; contents.len()];
+        let mut scratch = Vec::new();
+        let mut junk = Junk {
+            by_category: BTreeMap::new(),
+            by_tool: BTreeMap::new(),
+        };
+        for (p, c) in self.overlay.visible_files() {
+            if std::mem::replace(&mut seen[c as usize], true) {
+                continue;
+            }
+            let content = &contents[c as usize];
+            if content.size == 0 {
+                continue;
+            }
+            if let Some((category, tool)) = classifier.classify(p, &mut scratch) {
+                let layer = self.manifest_pos(content.layer);
+                junk_by_layer[layer] += content.size;
+                *junk.by_tool.entry((layer, category, tool)).or_default() += content.size;
+                junk.by_category
+                    .entry(category)
+                    .or_default()
+                    .add(p, content.size);
+            }
+        }
+        junk
+    }
+}
+
+/// Each layer's share of the image.
+struct LayerShares {
+    layers: Vec<LayerSummary>,
+    /// The download a cleanup saves: each layer's reclaimable bytes at its own compression
+    /// ratio.
+    reclaimable_pull_bytes: u64,
+    /// One per layer that was not analyzed.
+    notes: Vec<String>,
+}
+
+impl LayerShares {
+    fn of(input: &ImageInput<'_>, wasted_by_layer: &[u64], junk_by_layer: &[u64]) -> Self {
+        let created_by = layer_history(&input.history, input.layers.len());
+        let mut shares = LayerShares {
+            layers: Vec::with_capacity(input.layers.len()),
+            reclaimable_pull_bytes: 0,
+            notes: Vec::new(),
+        };
+        for (i, l) in input.layers.iter().enumerate() {
+            let (uncompressed, size, files) = l
+                .index
+                .map(|ix| (ix.uncompressed_bytes, ix.size_bytes, ix.file_count))
+                .unwrap_or_default();
+            let reclaimable = wasted_by_layer[i] + junk_by_layer[i];
+            if uncompressed > 0 {
+                let share = (reclaimable as u128 * l.pull_bytes as u128) / uncompressed as u128;
+                shares.reclaimable_pull_bytes += share.min(l.pull_bytes as u128) as u64;
+            }
+            if let Some(why) = &l.skipped {
+                shares
+                    .notes
+                    .push(format!("layer {i} ({}) was not analyzed: {why}", l.digest));
+            }
+            shares.layers.push(LayerSummary {
+                index: i as u32,
+                digest: l.digest.clone(),
+                media_type: l.media_type.clone(),
+                pull_bytes: l.pull_bytes,
+                uncompressed_bytes: uncompressed,
+                size_bytes: size,
+                file_count: files,
+                wasted_bytes: wasted_by_layer[i],
+                junk_bytes: junk_by_layer[i],
+                created_by: created_by[i].clone(),
+                skipped: l.skipped.clone(),
+            });
+        }
+        shares
+    }
 }
 
 #[derive(Default)]

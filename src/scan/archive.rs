@@ -1,0 +1,177 @@
+//! Tar archives of images, read in place: an OCI archive (a layout in a tar) or the output of
+//! `docker save`.
+//!
+//! One pass over the tar headers records where each member's bytes start, so a blob is later
+//! read by seeking into the file: nothing is unpacked, and a layer is read once, as it is
+//! analyzed. A legacy `docker save` archive has no `index.json`; its `manifest.json` lists the
+//! config and the layers by path, and a Docker v2 manifest is made from it so the pipeline reads
+//! it like any other image.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use bytes::Bytes;
+use oci_client::manifest::OciDescriptor;
+use serde::Deserialize;
+
+use super::ScanErrorKind;
+use super::layout::{buffered, read_capped};
+use super::pipeline::{ImageConfig, MAX_CONFIG_BYTES};
+use crate::digest::Digest;
+use crate::registry::RawManifest;
+
+/// `manifest.json` larger than this is refused.
+const MAX_MANIFEST_JSON_BYTES: u64 = 1 << 20;
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// An uncompressed tar archive and where its members are.
+pub(super) struct Archive<'a> {
+    file: &'a Path,
+    /// Offset and size of each regular file, by its path in the archive.
+    members: HashMap<String, (u64, u64)>,
+}
+
+/// What a `docker save` archive's `manifest.json` says about one image.
+pub(super) struct DockerSave {
+    /// A Docker v2 manifest made from the entry: the config, and each layer under its diff ID
+    /// (the digest of an uncompressed layer is its diff ID).
+    pub manifest: RawManifest,
+    /// Member path by digest: the layers by diff ID, and the config.
+    pub members: HashMap<String, String>,
+}
+
+impl<'a> Archive<'a> {
+    /// Reads the tar headers (on a blocking thread: a large archive has many).
+    pub(super) async fn index(file: &'a Path) -> Result<Self, ScanErrorKind> {
+        let path = file.to_path_buf();
+        let members = tokio::task::spawn_blocking(move || members(&path))
+            .await
+            .map_err(|e| ScanErrorKind::Local(e.to_string()))??;
+        Ok(Archive { file, members })
+    }
+
+    pub(super) fn contains(&self, name: &str) -> bool {
+        self.members.contains_key(name)
+    }
+
+    /// A reader of one member's bytes.
+    pub(super) fn open(&self, name: &str) -> Result<Box<dyn Read + Send>, ScanErrorKind> {
+        let local = |e: io::Error| ScanErrorKind::Local(format!("{}: {e}", self.file.display()));
+        let &(offset, len) = self.members.get(name).ok_or_else(|| {
+            ScanErrorKind::Local(format!("{} has no member {name}", self.file.display()))
+        })?;
+        let mut f = File::open(self.file).map_err(local)?;
+        f.seek(SeekFrom::Start(offset)).map_err(local)?;
+        Ok(Box::new(buffered(f).take(len)))
+    }
+
+    /// The image of a `docker save` archive that `tag` names (a whole `repo:tag` or just the
+    /// tag), or its only image when no tag is given.
+    pub(super) fn docker_save(&self, tag: Option<&str>) -> Result<DockerSave, ScanErrorKind> {
+        let raw = self.read("manifest.json", MAX_MANIFEST_JSON_BYTES)?;
+        let entries: Vec<SavedImage> = serde_json::from_slice(&raw)
+            .map_err(|e| ScanErrorKind::Manifest(format!("manifest.json: {e}")))?;
+        let entry = SavedImage::tagged(&entries, tag)?;
+        let config = self.read(&entry.config, MAX_CONFIG_BYTES)?;
+        let diff_ids = ImageConfig::parse(&config)?.diff_ids();
+        if diff_ids.len() != entry.layers.len() {
+            return Err(ScanErrorKind::Config(format!(
+                "rootfs lists {} layers, manifest.json {}",
+                diff_ids.len(),
+                entry.layers.len()
+            )));
+        }
+        let mut members = HashMap::new();
+        let mut layers = Vec::with_capacity(diff_ids.len());
+        for (path, diff_id) in entry.layers.iter().zip(diff_ids) {
+            let (_, len) = self.members.get(path.as_str()).ok_or_else(|| {
+                ScanErrorKind::Local(format!("manifest.json names missing member {path}"))
+            })?;
+            members.insert(diff_id.clone(), path.clone());
+            layers.push(OciDescriptor {
+                media_type: "application/vnd.docker.image.rootfs.diff.tar".into(),
+                digest: diff_id,
+                size: *len as i64,
+                ..Default::default()
+            });
+        }
+        let config_digest = Digest::sha256_of(&config).to_string();
+        members.insert(config_digest.clone(), entry.config.clone());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": layers,
+        });
+        let bytes: Bytes = serde_json::to_vec(&manifest).expect("json").into();
+        Ok(DockerSave {
+            manifest: RawManifest {
+                digest: Digest::sha256_of(&bytes).to_string(),
+                bytes,
+                media_type: DOCKER_MANIFEST.into(),
+            },
+            members,
+        })
+    }
+
+    fn read(&self, name: &str, max: u64) -> Result<Bytes, ScanErrorKind> {
+        read_capped(self.open(name)?, name, None, max)
+    }
+}
+
+/// One image in a `docker save` archive's `manifest.json`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SavedImage {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+impl SavedImage {
+    fn tagged<'e>(entries: &'e [SavedImage], tag: Option<&str>) -> Result<&'e Self, ScanErrorKind> {
+        match tag {
+            Some(t) => entries.iter().find(|e| {
+                e.repo_tags
+                    .iter()
+                    .flatten()
+                    .any(|r| r == t || r.rsplit_once(':').map(|(_, x)| x) == Some(t))
+            }),
+            None if entries.len() == 1 => entries.first(),
+            None => None,
+        }
+        .ok_or_else(|| {
+            ScanErrorKind::Local(format!(
+                "manifest.json has {} images and none is tagged {:?}",
+                entries.len(),
+                tag.unwrap_or("")
+            ))
+        })
+    }
+}
+
+/// Offsets and sizes of the regular files of an uncompressed tar archive.
+fn members(path: &Path) -> Result<HashMap<String, (u64, u64)>, ScanErrorKind> {
+    let local = |e: io::Error| ScanErrorKind::Local(format!("{}: {e}", path.display()));
+    let file = File::open(path).map_err(local)?;
+    let mut archive = tar::Archive::new(io::BufReader::new(file));
+    let mut members = HashMap::new();
+    for entry in archive.entries().map_err(local)? {
+        let entry = entry.map_err(local)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&entry.path_bytes())
+            .trim_start_matches("./")
+            .to_string();
+        members.insert(name, (entry.raw_file_position(), entry.size()));
+    }
+    Ok(members)
+}
