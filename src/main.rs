@@ -76,9 +76,12 @@ struct RunArgs {
     /// First delay before retrying a failed analysis, in seconds (doubles, up to ten times).
     #[arg(long, default_value_t = 10)]
     retry_seconds: u64,
-    /// Refuse layers that decompress to more than this.
-    #[arg(long, value_name = "SIZE", default_value = "64GiB")]
-    max_layer_bytes: ByteSize,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Give up on an image analysis after this many seconds (it is retried with backoff, as a
+    /// transient failure): no registry, however slow, holds an analysis slot longer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    analysis_timeout: u64,
     /// Memory for layer indexes kept for images that share layers.
     #[arg(long, value_name = "SIZE", default_value = "64MiB")]
     layer_cache: ByteSize,
@@ -106,6 +109,39 @@ struct RegistryArgs {
     /// Connect timeout, and the longest silence while reading, in seconds.
     #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
+    /// Deadline of one registry request (manifest, config, token, the headers of a blob), from
+    /// sending it to its last byte, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    request_timeout: u64,
+    /// A blob download fails when it delivers less than 64 KiB in this many seconds of waiting
+    /// for the registry (a slow-loris registry cannot hold a download open forever).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    blob_stall_timeout: u64,
+}
+
+/// Caps on what one layer may cost, shared by `scan` and `run`: together they bound the memory
+/// of a layer's index whatever the layer holds.
+#[derive(Args, Clone)]
+struct LimitArgs {
+    /// Refuse layers that decompress to more than this (decompression bombs).
+    #[arg(long, value_name = "SIZE", default_value = "64GiB")]
+    max_layer_bytes: ByteSize,
+    /// Refuse layers with more tar entries than this.
+    #[arg(long, value_name = "N", default_value_t = LayerLimits::default().max_entries)]
+    max_layer_entries: u64,
+    /// Refuse layers whose paths (and hard-link targets) add up to more than this.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    max_layer_path_bytes: ByteSize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> LayerLimits {
+        LayerLimits {
+            max_uncompressed_bytes: self.max_layer_bytes.as_u64(),
+            max_entries: self.max_layer_entries,
+            max_path_bytes: self.max_layer_path_bytes.as_u64(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -136,12 +172,8 @@ struct ScanArgs {
     /// Fail when efficiency (final / shipped) is below this (`0.95` or `95%`).
     #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
     min_efficiency: Option<f64>,
-    /// Refuse layers that decompress to more than this (decompression bombs).
-    #[arg(long, value_name = "SIZE", default_value = "64GiB")]
-    max_layer_bytes: ByteSize,
-    /// Refuse layers with more tar entries than this.
-    #[arg(long, value_name = "N", default_value_t = LayerLimits::default().max_entries)]
-    max_layer_entries: u64,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Layers downloaded and decompressed at once.
     #[arg(long, value_name = "N", default_value_t = 2)]
     layer_concurrency: usize,
@@ -296,6 +328,8 @@ fn registry_options(args: &RegistryArgs) -> Result<RegistryOptions, String> {
         connect_timeout: timeout,
         read_timeout: timeout,
         max_retries: args.retries,
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        blob_stall_window: Duration::from_secs(args.blob_stall_timeout.max(1)),
         ..Default::default()
     })
 }
@@ -331,11 +365,7 @@ async fn run_scan(args: ScanArgs) -> Result<ExitCode, Error> {
     let interactive = std::io::stderr().is_terminal();
     let options = ScanOptions {
         platform: args.registry.platform.clone(),
-        limits: LayerLimits {
-            max_uncompressed_bytes: args.max_layer_bytes.as_u64(),
-            max_entries: args.max_layer_entries,
-            ..Default::default()
-        },
+        limits: args.limits.limits(),
         layer_concurrency: args.layer_concurrency,
         progress: interactive.then(progress_line),
     };
@@ -447,10 +477,8 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
         default_platform: args.registry.platform,
         concurrency: args.concurrency,
         per_registry: args.per_registry_concurrency,
-        limits: LayerLimits {
-            max_uncompressed_bytes: args.max_layer_bytes.as_u64(),
-            ..Default::default()
-        },
+        limits: args.limits.limits(),
+        analysis_timeout: Duration::from_secs(args.analysis_timeout.max(1)),
         lease,
         identity,
         retry: Duration::from_secs(args.retry_seconds.max(1)),

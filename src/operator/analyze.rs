@@ -55,7 +55,7 @@ impl From<ScanError> for ContainerFailure {
     fn from(e: ScanError) -> Self {
         let transient = match &e.kind {
             ScanErrorKind::Registry(r) => r.is_transient(),
-            ScanErrorKind::Layer(LayerError::Source(_)) => true,
+            ScanErrorKind::Layer(LayerError::Source(_)) | ScanErrorKind::TimedOut(_) => true,
             _ => false,
         };
         ContainerFailure {
@@ -170,7 +170,17 @@ async fn analyze_image(
         layer_concurrency: 2,
         progress: None,
     };
-    let result = scan::scan(&source, &options, &ctx.images.layers).await;
+    // However slow the registry, an analysis gives its slots back within the deadline.
+    let timeout = ctx.config.analysis_timeout;
+    let result = tokio::time::timeout(timeout, scan::scan(&source, &options, &ctx.images.layers))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ScanError {
+                image: target.whole(),
+                layer: None,
+                kind: ScanErrorKind::TimedOut(timeout),
+            })
+        });
     let seconds = started.elapsed().as_secs_f64();
     ctx.metrics
         .analyzed(result.is_ok(), seconds, ctx.images.new_layer_hits());

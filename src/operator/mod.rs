@@ -71,6 +71,8 @@ pub struct Config {
     /// Images analyzed at once per registry.
     pub per_registry: usize,
     pub limits: LayerLimits,
+    /// The longest one image analysis may take before it counts as a transient failure.
+    pub analysis_timeout: Duration,
     /// Leader election; `None` runs without (a single replica).
     pub lease: Option<leader::LeaseConfig>,
     /// This replica's name (the Pod's), in leases and as the reporting instance of its Events.

@@ -132,6 +132,8 @@ pub enum ScanErrorKind {
     NoPlatform { wanted: String, available: String },
     #[error("{0}")]
     Local(String),
+    #[error("analysis gave up after {} s (--analysis-timeout)", .0.as_secs())]
+    TimedOut(std::time::Duration),
 }
 
 impl ScanErrorKind {
@@ -146,6 +148,7 @@ impl ScanErrorKind {
             ScanErrorKind::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ScanErrorKind::NoPlatform { .. } => "NoMatchingPlatform",
             ScanErrorKind::Local(_) => "LocalImageError",
+            ScanErrorKind::TimedOut(_) => "AnalysisTimedOut",
         }
     }
 }
