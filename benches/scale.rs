@@ -61,8 +61,6 @@ const REPO_PREFIX: &str = "scalebench";
 const TAG: &str = "v1";
 /// What only the operator reads one by one: pull credentials, and workloads it checks still exist.
 const OPERATOR_READS: [&str; 3] = ["serviceaccounts", "secrets", "deployments"];
-/// Linux reports CPU times in /proc in clock ticks of USER_HZ, which is 100 on every architecture.
-const CLOCK_TICKS: f64 = 100.0;
 
 #[derive(Parser, Debug)]
 #[command(about = "Scale benchmark of `imagebloat run` on a real API server")]
@@ -722,7 +720,9 @@ impl ProcStats {
                     .collect()
             })
             .unwrap_or_default();
-        self.cpu_s = ticks.iter().sum::<f64>() / CLOCK_TICKS;
+        // SAFETY: sysconf reads a constant of the system.
+        let clock_ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        self.cpu_s = ticks.iter().sum::<f64>() / clock_ticks;
         self.samples.push((now, self.rss_kib, self.cpu_s));
         self.rss_kib
     }
@@ -852,9 +852,8 @@ impl Operator {
         if !self.alive() {
             return;
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
+        // SAFETY: signals our own child, which has not been reaped (it is alive).
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(15);
         while self.alive() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
