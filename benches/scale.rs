@@ -171,39 +171,58 @@ fn main() -> ExitCode {
     })
 }
 
+/// What the environment gives the run.
+struct Setup {
+    operator: PathBuf,
+    registry: String,
+    registry_log: PathBuf,
+    client: Client,
+    ns: String,
+    nodes: Vec<String>,
+    workdir: PathBuf,
+}
+
+impl Setup {
+    async fn new(args: &Args) -> Result<Self> {
+        let default_operator =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/imagebloat");
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let workdir = std::env::var_os("SCALE_BENCH_WORKDIR").map_or_else(
+            || std::env::temp_dir().join(format!("imagebloat-scale-bench-{}", std::process::id())),
+            PathBuf::from,
+        );
+        std::fs::create_dir_all(&workdir)?;
+        env("KUBECONFIG")?;
+        Ok(Setup {
+            operator: args.operator.clone().unwrap_or(default_operator),
+            registry: env("IMAGEBLOAT_TEST_REGISTRY")?,
+            registry_log: env("IMAGEBLOAT_TEST_REGISTRY_LOG")?.into(),
+            client: Client::try_default().await?,
+            ns: args
+                .namespace
+                .clone()
+                .unwrap_or_else(|| format!("scalebench-{}", unix % 100_000)),
+            nodes: (0..args.nodes)
+                .map(|n| format!("scalebench-node-{n}"))
+                .collect(),
+            workdir,
+        })
+    }
+}
+
 async fn run(args: Args) -> Result<ExitCode> {
-    let operator = args
-        .operator
-        .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/imagebloat"));
-    let registry = env("IMAGEBLOAT_TEST_REGISTRY")?;
-    let registry_log = PathBuf::from(env("IMAGEBLOAT_TEST_REGISTRY_LOG")?);
-    env("KUBECONFIG")?;
-    let client = Client::try_default().await?;
-    let unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let ns = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| format!("scalebench-{}", unix % 100_000));
-    let nodes: Vec<String> = (0..args.nodes)
-        .map(|n| format!("scalebench-node-{n}"))
-        .collect();
-    let workdir = std::env::var_os("SCALE_BENCH_WORKDIR").map_or_else(
-        || std::env::temp_dir().join(format!("imagebloat-scale-bench-{}", std::process::id())),
-        PathBuf::from,
-    );
-    std::fs::create_dir_all(&workdir)?;
-    let n_pods = args.workloads * args.replicas;
+    let setup = Setup::new(&args).await?;
+    let (ns, workdir) = (&setup.ns, &setup.workdir);
     log!(
-        "{n_pods} pods in {} deployments x {} replicas over {} images; namespace {ns}; operator {}; work dir {}",
+        "{} pods in {} deployments x {} replicas over {} images; namespace {ns}; operator {}; work dir {}",
+        args.workloads * args.replicas,
         args.workloads,
         args.replicas,
         args.images,
-        operator.display(),
+        setup.operator.display(),
         workdir.display()
     );
-
-    let images = push_images(&args, &registry).await?;
+    let images = push_images(&args, &setup.registry).await?;
     let unique: BTreeMap<&str, u64> = images
         .iter()
         .flat_map(|im| im.blobs.iter().map(|(d, s)| (d.as_str(), *s)))
@@ -224,71 +243,23 @@ async fn run(args: Args) -> Result<ExitCode> {
         human(unique_bytes as f64),
         human(image_bytes as f64)
     );
+    prepare_cluster(&setup.client, &setup.operator, ns, &setup.nodes).await?;
 
-    prepare_cluster(&client, &operator, &ns, &nodes).await?;
-    let metrics_before = apiserver_metrics(&client).await;
-    let registry_offset = std::fs::metadata(&registry_log)?.len();
-    let mut op = Operator::start(
-        &operator,
-        &ns,
-        &registry,
-        &workdir.join("operator.log"),
-        &args.operator_args,
-    )?;
-
-    let measured = tokio::select! {
-        r = async {
-            let ready = op.wait_ready().await?;
-            let rss = op.proc.lock().unwrap().sample(op.pid());
-            log!("operator ready after {ready:.1}s (metrics on {}); RSS {:.1} MiB", op.metrics_addr, rss as f64 / 1024.0);
-            let mut run = run_bench(&args, &client, &ns, &nodes, &images, &mut op).await?;
-            run.operator_ready_s = ready;
-            run.rss_at_ready_kib = rss;
-            Ok::<_, Box<dyn Error + Send + Sync>>(run)
-        } => Some(r),
-        _ = interrupted() => None,
-    };
-    let final_metrics = if op.alive() {
-        op.scrape().await
-    } else {
-        String::new()
-    };
-    let alive = op.alive();
-    op.stop();
-    // The registry writes its access log line when a response completes.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let metrics_after = apiserver_metrics(&client).await;
-    let api_lost = matches!(&measured, Some(Ok(r)) if r.api_server_lost);
-    if args.keep {
-        log!("--keep: namespace {ns} and nodes {nodes:?} left in place");
-    } else if api_lost {
-        log!("API server lost: no cleanup");
-    } else {
-        cleanup(&client, &ns, &nodes).await;
-    }
-    let Some(run) = measured else {
+    let Some(observed) = observe(&args, &setup, &images).await? else {
         log!("interrupted");
         return Ok(ExitCode::from(130));
     };
-    let run = run?;
-
     let figures = Figures {
         args: &args,
-        operator: &operator,
-        run: &run,
+        operator: &setup.operator,
         images: images.len(),
         unique_blobs: unique.len(),
         unique_bytes,
         blobs: unique.keys().map(|d| d.to_string()).collect(),
-        final_metrics: parse_metrics(&final_metrics),
-        api_before: parse_metrics(&metrics_before),
-        api_after: parse_metrics(&metrics_after),
-        served: registry_served(&registry_log, registry_offset, REPO_PREFIX)?,
-        proc: op.proc.lock().unwrap().clone(),
-        log: summarize_log(&op.log_path, 12),
-        log_path: op.log_path.clone(),
-        alive,
-        nodes: nodes.len(),
+        served: registry_served(&setup.registry_log, observed.registry_offset, REPO_PREFIX)?,
+        log: summarize_log(&observed.log_path, 12),
+        nodes: setup.nodes.len(),
+        observed,
     };
     let (ok, results) = figures.print();
     let path = args
@@ -302,6 +273,74 @@ async fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What one run of the operator showed.
+struct Observed {
+    run: RunResults,
+    final_metrics: Vec<Sample>,
+    api_before: Vec<Sample>,
+    api_after: Vec<Sample>,
+    registry_offset: u64,
+    proc: ProcStats,
+    log_path: PathBuf,
+    alive: bool,
+}
+
+/// Starts the operator, runs the benchmark, stops the operator and deletes what the run made;
+/// nothing when interrupted.
+async fn observe(args: &Args, setup: &Setup, images: &[PushedImage]) -> Result<Option<Observed>> {
+    let (client, ns, nodes) = (&setup.client, setup.ns.as_str(), setup.nodes.as_slice());
+    let api_before = parse_metrics(&apiserver_metrics(client).await);
+    let registry_offset = std::fs::metadata(&setup.registry_log)?.len();
+    let log_path = setup.workdir.join("operator.log");
+    let mut op = Operator::start(
+        &setup.operator,
+        ns,
+        &setup.registry,
+        &log_path,
+        &args.operator_args,
+    )?;
+    let measured = tokio::select! {
+        r = async {
+            let ready = op.wait_ready().await?;
+            let rss = op.proc.lock().unwrap().sample(op.pid());
+            log!("operator ready after {ready:.1}s (metrics on {}); RSS {:.1} MiB", op.metrics_addr, rss as f64 / 1024.0);
+            let mut run = run_bench(args, client, ns, nodes, images, &mut op).await?;
+            run.operator_ready_s = ready;
+            run.rss_at_ready_kib = rss;
+            Ok::<_, Box<dyn Error + Send + Sync>>(run)
+        } => Some(r),
+        _ = interrupted() => None,
+    };
+    let alive = op.alive();
+    let final_metrics = if alive {
+        op.scrape().await
+    } else {
+        String::new()
+    };
+    op.stop();
+    // The registry writes its access log line when a response completes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let api_after = parse_metrics(&apiserver_metrics(client).await);
+    if args.keep {
+        log!("--keep: namespace {ns} and nodes {nodes:?} left in place");
+    } else if matches!(&measured, Some(Ok(r)) if r.api_server_lost) {
+        log!("API server lost: no cleanup");
+    } else {
+        cleanup(client, ns, nodes).await;
+    }
+    let Some(run) = measured else { return Ok(None) };
+    Ok(Some(Observed {
+        run: run?,
+        final_metrics: parse_metrics(&final_metrics),
+        api_before,
+        api_after,
+        registry_offset,
+        proc: op.proc.lock().unwrap().clone(),
+        log_path,
+        alive,
+    }))
 }
 
 async fn interrupted() {
@@ -1723,20 +1762,14 @@ fn mask(word: &str) -> String {
 struct Figures<'a> {
     args: &'a Args,
     operator: &'a Path,
-    run: &'a RunResults,
     images: usize,
     unique_blobs: usize,
     unique_bytes: u64,
     blobs: Vec<String>,
-    final_metrics: Vec<Sample>,
-    api_before: Vec<Sample>,
-    api_after: Vec<Sample>,
     served: Served,
-    proc: ProcStats,
     log: (BTreeMap<String, u64>, Vec<(u64, String)>),
-    log_path: PathBuf,
-    alive: bool,
     nodes: usize,
+    observed: Observed,
 }
 
 /// Rows of name, value, target and verdict, printed in aligned columns.
@@ -1790,7 +1823,8 @@ fn delta<K: Ord + Clone>(after: BTreeMap<K, f64>, before: &BTreeMap<K, f64>) -> 
 impl Figures<'_> {
     /// Prints the table and the details; returns whether every target is met, and the results.
     fn print(&self) -> (bool, Value) {
-        let (args, run, t, m) = (self.args, self.run, &self.run.timeline, &self.final_metrics);
+        let (args, o) = (self.args, &self.observed);
+        let (run, t, m, p) = (&o.run, &o.run.timeline, &o.final_metrics, &o.proc);
         let (w, n_pods, wf) = (
             args.workloads,
             args.workloads * args.replicas,
@@ -1799,15 +1833,12 @@ impl Figures<'_> {
         let written = sum_by(m, "imagebloat_reports_written_total", "result");
         let report_writes: f64 = written.values().sum();
         let mut api_delta = delta(
-            apiserver_writes(&self.api_after),
-            &apiserver_writes(&self.api_before),
+            apiserver_writes(&o.api_after),
+            &apiserver_writes(&o.api_before),
         );
         api_delta.retain(|_, n| *n > 0.0);
         let api_writes: f64 = api_delta.values().sum();
-        let reads = delta(
-            apiserver_gets(&self.api_after),
-            &apiserver_gets(&self.api_before),
-        );
+        let reads = delta(apiserver_gets(&o.api_after), &apiserver_gets(&o.api_before));
         let served = &self.served;
         let ratio = served.blob_bytes as f64 / self.unique_bytes as f64;
         let mut dup: Vec<_> = served.gets.iter().filter(|(_, g)| g.0 > 1).collect();
@@ -1817,7 +1848,7 @@ impl Figures<'_> {
             .iter()
             .filter(|d| !served.gets.contains_key(*d))
             .count();
-        let hwm_mib = self.proc.hwm_kib as f64 / 1024.0;
+        let hwm_mib = p.hwm_kib as f64 / 1024.0;
         let all_ready = run.ready >= w;
         let at = |i: Option<Instant>| i.map(since_t0);
         let to_ready = at(t.all_ready).filter(|_| all_ready);
@@ -1950,7 +1981,7 @@ impl Figures<'_> {
             &mem_target,
             hwm_mib <= args.mem_target_mib,
         );
-        table.info("operator CPU time", format!("{:.1} s", self.proc.cpu_s));
+        table.info("operator CPU time", format!("{:.1} s", p.cpu_s));
         if !run.loads.is_empty() {
             let mean = run.loads.iter().sum::<f64>() / run.loads.len() as f64;
             let max = run.loads.iter().copied().fold(0.0, f64::max);
@@ -2006,13 +2037,12 @@ impl Figures<'_> {
                 total / count
             );
         }
-        let p = &self.proc;
         let peak_at = p
             .peak_at
             .map_or(String::new(), |at| format!(" at +{:.0}s", since_t0(at)));
         println!(
             "  operator alive at the end: {}; threads {}; RSS at end {:.1} MiB; peak sampled RSS {:.1} MiB{peak_at}",
-            self.alive,
+            o.alive,
             p.threads,
             p.rss_kib as f64 / 1024.0,
             p.peak_rss_kib as f64 / 1024.0,
@@ -2087,7 +2117,7 @@ impl Figures<'_> {
         }
         println!(
             "operator log: {}: lines by level {:?}",
-            self.log_path.display(),
+            o.log_path.display(),
             self.log.0
         );
         for (n, example) in &self.log.1 {

@@ -71,7 +71,7 @@ log "operator binary: $BIN (built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M:%S UTC'),
 
 log "building the benchmark (cargo bench --bench scale --no-run)"
 bench="$(cargo bench --bench scale --no-run --message-format=json |
-  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
+  sed -n '/"kind":\["bench"\]/s/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
 [ -x "$bench" ] || die "cargo bench --no-run named no executable for benches/scale.rs"
 
 # Run directly (not under cargo) in the background and waited for, so that a signal reaches the
