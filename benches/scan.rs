@@ -25,31 +25,35 @@
 //!   * `big`: a generated image of about `IMAGEBLOAT_BENCH_BIG_MIB` MiB uncompressed (default
 //!     1024): four gzip layers, ~40 000 small files plus large ones, text-like, binary-like and
 //!     incompressible content, then deletions, directory whiteouts, an opaque directory and
-//!     overwrites. Generated once (deterministically) into
-//!     `${XDG_CACHE_HOME:-$HOME/.cache}/imagebloat-bench/big-v1-<MiB>m` and reused.
+//!     overwrites. Written with `imagebloat::testkit`, streamed to disk, once
+//!     (deterministically) into `${XDG_CACHE_HOME:-$HOME/.cache}/imagebloat-bench/big-v2-<MiB>m`
+//!     and reused.
 //!
 //! Other knobs: `IMAGEBLOAT_BENCH_BIN` (the imagebloat binary; default: `imagebloat` beside this
 //! bench's target directory, i.e. `target/release/imagebloat`; build it with
 //! `cargo build --release` first).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
+use imagebloat::testkit::{
+    Compression, Content, ImageBuilder, Kind, LayerBlob, OciLayout, Rng, compress,
+};
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
 const RATIO_TARGET: f64 = 1.25;
 const RSS_TARGET_MIB: f64 = 100.0;
 /// Bump when the generated image's recipe changes (the cache directory is named after it).
-const BIG_RECIPE_VERSION: u32 = 1;
+const BIG_RECIPE_VERSION: u32 = 2;
+/// The generated image's timestamps: entries' mtime, the config's and the history's `created`.
+const MTIME: u64 = 1_717_171_717;
+const CREATED: &str = "2024-05-31T16:08:37Z";
 const BIG_TAG: &str = "big";
 const REALISTIC_TAG: &str = "bookworm-changeset";
 const MIB: f64 = 1024.0 * 1024.0;
@@ -536,38 +540,19 @@ mod sys {
     use std::io;
     use std::time::Duration;
 
-    #[repr(C)]
-    struct Timeval {
-        tv_sec: i64,
-        tv_usec: i64,
-    }
-
-    /// `struct rusage` of 64-bit Linux.
-    #[repr(C)]
-    struct Rusage {
-        ru_utime: Timeval,
-        ru_stime: Timeval,
-        ru_maxrss: i64,
-        rest: [i64; 13],
-    }
-
-    unsafe extern "C" {
-        fn getrusage(who: i32, rusage: *mut Rusage) -> i32;
-        #[link_name = "wait4"]
-        fn c_wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
-    }
-
     pub struct Usage {
         pub cpu: Duration,
         pub max_rss_kib: u64,
     }
 
+    /// Reaps `pid`: its wait status and its own resource usage.
     pub fn wait4(pid: i32) -> io::Result<(i32, Usage)> {
-        let mut status = 0i32;
-        let mut ru = empty();
+        let mut status = 0;
+        // SAFETY: rusage is plain data, all zeros is a valid value.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         loop {
-            // SAFETY: valid pointers to live, correctly laid out values.
-            let r = unsafe { c_wait4(pid, &mut status, 0, &mut ru) };
+            // SAFETY: valid pointers to live values of the types wait4 expects.
+            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
             if r == pid {
                 break;
             }
@@ -585,23 +570,8 @@ mod sys {
         ))
     }
 
-    fn empty() -> Rusage {
-        Rusage {
-            ru_utime: Timeval {
-                tv_sec: 0,
-                tv_usec: 0,
-            },
-            ru_stime: Timeval {
-                tv_sec: 0,
-                tv_usec: 0,
-            },
-            ru_maxrss: 0,
-            rest: [0; 13],
-        }
-    }
-
-    fn cpu_of(ru: &Rusage) -> Duration {
-        let tv = |t: &Timeval| {
+    fn cpu_of(ru: &libc::rusage) -> Duration {
+        let tv = |t: &libc::timeval| {
             Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
         };
         tv(&ru.ru_utime) + tv(&ru.ru_stime)
@@ -609,15 +579,16 @@ mod sys {
 
     /// CPU time (user + system) of this process, all threads.
     pub fn self_cpu() -> Duration {
-        let mut ru = empty();
-        // SAFETY: a valid pointer to a correctly laid out value; RUSAGE_SELF is 0.
-        unsafe { getrusage(0, &mut ru) };
+        // SAFETY: as in wait4.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a live rusage.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
         cpu_of(&ru)
     }
 
-    /// WIFEXITED && WEXITSTATUS == 0 (exit 1 is a failed CI gate; none is set here).
+    /// Exited with status 0 (exit 1 is a failed CI gate; none is set here).
     pub fn exited_ok(status: i32) -> bool {
-        status & 0x7f == 0 && (status >> 8) & 0xff == 0
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
     }
 }
 
@@ -913,176 +884,8 @@ fn print_table(rows: &[Vec<String>]) {
 // The generated image
 // ---------------------------------------------------------------------------------------------
 
-/// splitmix64: fast, deterministic, good enough for synthetic content.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() as u128 * n as u128) >> 64) as u64
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Log-uniform in [lo, hi]: many small values, a few large ones, like file sizes.
-    fn log_uniform(&mut self, lo: u64, hi: u64) -> u64 {
-        let (a, b) = ((lo as f64).ln(), (hi as f64).ln());
-        (a + self.unit() * (b - a)).exp() as u64
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    /// Words from a small vocabulary: source code, docs, lists (gzip ~3x).
-    Text,
-    /// Machine-code-like: random runs, zero padding, repeated snippets (gzip ~2x).
-    Binary,
-    /// Already compressed (.gz, .deb, .png): incompressible.
-    Random,
-}
-
-/// A file's content, generated as it is read.
-struct Content {
-    rng: Rng,
-    kind: Kind,
-    left: u64,
-    chunk: Vec<u8>,
-    pos: usize,
-}
-
-const VOCAB: usize = 2048;
-
-fn vocabulary() -> &'static Vec<Vec<u8>> {
-    static V: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
-    V.get_or_init(|| {
-        let mut rng = Rng(0x005E_ED0F_7E47);
-        let common: &[&str] = &[
-            "the", "of", "and", "to", "in", "is", "for", "if", "return", "self", "import", "def",
-            "const", "let", "function", "var", "this", "from", "None", "true", "false", "null",
-            "=", "==", "{", "}", "(", ")", "=>", ";", "#", "//", "license", "version", "error",
-        ];
-        let mut words: Vec<Vec<u8>> = common.iter().map(|w| w.as_bytes().to_vec()).collect();
-        while words.len() < VOCAB {
-            let len = 2 + rng.below(11) as usize;
-            words.push((0..len).map(|_| b'a' + rng.below(26) as u8).collect());
-        }
-        words
-    })
-}
-
-fn snippets() -> &'static Vec<Vec<u8>> {
-    static S: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
-    S.get_or_init(|| {
-        let mut rng = Rng(0xC0DE);
-        (0..256)
-            .map(|_| {
-                let len = 2 + rng.below(9) as usize;
-                (0..len).map(|_| rng.next() as u8).collect()
-            })
-            .collect()
-    })
-}
-
-impl Content {
-    fn new(seed: u64, kind: Kind, size: u64) -> Self {
-        Content {
-            rng: Rng(seed),
-            kind,
-            left: size,
-            chunk: Vec::with_capacity(70 << 10),
-            pos: 0,
-        }
-    }
-
-    fn refill(&mut self) {
-        const CHUNK: usize = 64 << 10;
-        self.chunk.clear();
-        self.pos = 0;
-        let rng = &mut self.rng;
-        match self.kind {
-            Kind::Text => {
-                let vocab = vocabulary();
-                let mut on_line = 0;
-                while self.chunk.len() < CHUNK {
-                    // Skewed towards the first words, as natural text is.
-                    let i = rng.below(VOCAB as u64).min(rng.below(VOCAB as u64)) as usize;
-                    self.chunk.extend_from_slice(&vocab[i]);
-                    on_line += 1;
-                    if on_line > 4 + rng.below(10) {
-                        self.chunk.push(b'\n');
-                        for _ in 0..rng.below(4) {
-                            self.chunk.extend_from_slice(b"    ");
-                        }
-                        on_line = 0;
-                    } else {
-                        self.chunk.push(b' ');
-                    }
-                }
-            }
-            Kind::Binary => {
-                let snippets = snippets();
-                while self.chunk.len() < CHUNK {
-                    let len = 16 + rng.below(500) as usize;
-                    match rng.below(10) {
-                        0..=2 => push_random(&mut self.chunk, rng, len),
-                        3 => self.chunk.resize(self.chunk.len() + len, 0),
-                        _ => {
-                            let end = self.chunk.len() + len;
-                            while self.chunk.len() < end {
-                                let s = &snippets[rng.below(64).min(rng.below(256)) as usize];
-                                self.chunk.extend_from_slice(s);
-                                // Operands: a random byte now and then.
-                                if rng.below(4) == 0 {
-                                    self.chunk.push(rng.next() as u8);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Kind::Random => push_random(&mut self.chunk, rng, CHUNK),
-        }
-    }
-}
-
-fn push_random(v: &mut Vec<u8>, rng: &mut Rng, len: usize) {
-    let end = v.len() + len;
-    while v.len() < end {
-        let x = rng.next().to_le_bytes();
-        let k = (end - v.len()).min(8);
-        v.extend_from_slice(&x[..k]);
-    }
-}
-
-impl Read for Content {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        if self.pos == self.chunk.len() {
-            self.refill();
-        }
-        let n = buf
-            .len()
-            .min(self.chunk.len() - self.pos)
-            .min(self.left.min(usize::MAX as u64) as usize);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-/// One tar entry of a generated layer.
+/// One entry of a generated layer; the testkit writes each entry's parent directories.
 enum Op {
-    Dir(String),
     File {
         path: String,
         size: u64,
@@ -1097,15 +900,16 @@ enum Op {
         path: String,
         target: String,
     },
-    /// A zero-byte whiteout file (`.wh.NAME` or `.wh..wh..opq`), path as written.
-    Marker(String),
+    /// A whiteout of this path.
+    Delete(String),
+    /// An opaque marker in this directory.
+    Opaque(String),
 }
 
-/// The plan of a layer, and what the overlay model expects of it.
+/// The plan of a layer.
 struct LayerPlan {
     created_by: String,
     ops: Vec<Op>,
-    dirs: BTreeSet<String>,
 }
 
 /// Builds the layers' entry lists while keeping an independent model of the final tree, so the
@@ -1125,7 +929,6 @@ impl Planner {
         self.layers.push(LayerPlan {
             created_by: created_by.to_string(),
             ops: Vec::new(),
-            dirs: BTreeSet::new(),
         });
     }
 
@@ -1133,23 +936,7 @@ impl Planner {
         self.layers.last_mut().expect("a layer")
     }
 
-    fn parents(&mut self, path: &str) {
-        let mut prefix = String::new();
-        let parts: Vec<&str> = path.split('/').collect();
-        for part in &parts[..parts.len() - 1] {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            if self.cur().dirs.insert(prefix.clone()) {
-                let d = prefix.clone();
-                self.cur().ops.push(Op::Dir(d));
-            }
-        }
-    }
-
     fn file(&mut self, path: String, size: u64, kind: Kind) {
-        self.parents(&path);
         self.seed += 1;
         let seed = self.seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
         self.size_bytes += size;
@@ -1185,25 +972,16 @@ impl Planner {
     }
 
     fn symlink(&mut self, path: String, target: String) {
-        self.parents(&path);
         self.cur().ops.push(Op::Symlink { path, target });
     }
 
     fn hard_link(&mut self, path: String, target: String) {
-        self.parents(&path);
         self.cur().ops.push(Op::HardLink { path, target });
     }
 
     /// `.wh.NAME` beside `path`: removes it and everything under it.
     fn delete(&mut self, path: &str) {
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        let marker = if dir.is_empty() {
-            format!(".wh.{name}")
-        } else {
-            format!("{dir}/.wh.{name}")
-        };
-        self.parents(&marker);
-        self.cur().ops.push(Op::Marker(marker));
+        self.cur().ops.push(Op::Delete(path.to_string()));
         let under = format!("{path}/");
         self.live.retain(|p, _| p != path && !p.starts_with(&under));
     }
@@ -1211,9 +989,7 @@ impl Planner {
     /// `DIR/.wh..wh..opq`: hides every lower-layer entry under DIR (emitted before this layer
     /// adds anything there).
     fn opaque(&mut self, dir: &str) {
-        let marker = format!("{dir}/.wh..wh..opq");
-        self.parents(&marker);
-        self.cur().ops.push(Op::Marker(marker));
+        self.cur().ops.push(Op::Opaque(dir.to_string()));
         let under = format!("{dir}/");
         self.live.retain(|p, _| !p.starts_with(&under));
     }
@@ -1328,33 +1104,14 @@ fn plan_big(total_mib: u64) -> Planner {
     p
 }
 
-/// A written layer: blob digest (hex), diff ID (hex), compressed size.
-type WrittenLayer = (String, String, u64);
-
-/// Writes one layer: tar -> sha256 (diff ID) -> gzip -> sha256 (blob digest) -> file.
-fn write_layer(plan: &LayerPlan, blobs: &Path, index: usize) -> io::Result<WrittenLayer> {
-    let tmp = blobs.join(format!(".layer{index}.tmp"));
-    let file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-    let gz = GzEncoder::new(HashWriter::new(file), Compression::default());
-    let mut tar = tar::Builder::new(HashWriter::new(gz));
-    tar.mode(tar::HeaderMode::Deterministic);
-    const MTIME: u64 = 1_717_171_717;
-    let header = |kind: tar::EntryType, mode: u32, size: u64| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(size);
-        h.set_mtime(MTIME);
-        h.set_uid(0);
-        h.set_gid(0);
-        h
-    };
+/// Writes one layer into the layout: tar -> sha256 (diff ID) -> gzip -> sha256 -> blob file.
+fn write_layer(plan: &LayerPlan, layout: &OciLayout) -> io::Result<LayerBlob> {
+    let mut layer = layout
+        .layer(&plan.created_by, Compression::Gzip)?
+        .mtime(MTIME)
+        .with_parents();
     for op in &plan.ops {
-        match op {
-            Op::Dir(path) => {
-                let mut h = header(tar::EntryType::Directory, 0o755, 0);
-                tar.append_data(&mut h, format!("{path}/"), io::empty())?;
-            }
+        layer = match op {
             Op::File {
                 path,
                 size,
@@ -1366,70 +1123,15 @@ fn write_layer(plan: &LayerPlan, blobs: &Path, index: usize) -> io::Result<Writt
                 } else {
                     0o644
                 };
-                let mut h = header(tar::EntryType::Regular, mode, *size);
-                tar.append_data(&mut h, path, Content::new(*seed, *kind, *size))?;
+                layer.file_from(path, mode, *size, Content::new(*seed, *kind, *size))
             }
-            Op::Symlink { path, target } => {
-                let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-                tar.append_link(&mut h, path, target)?;
-            }
-            Op::HardLink { path, target } => {
-                let mut h = header(tar::EntryType::Link, 0o755, 0);
-                tar.append_link(&mut h, path, target)?;
-            }
-            Op::Marker(path) => {
-                let mut h = header(tar::EntryType::Regular, 0o644, 0);
-                tar.append_data(&mut h, path, io::empty())?;
-            }
-        }
+            Op::Symlink { path, target } => layer.symlink(path, target),
+            Op::HardLink { path, target } => layer.hardlink(path, target),
+            Op::Delete(path) => layer.whiteout(path),
+            Op::Opaque(dir) => layer.opaque(dir),
+        };
     }
-    let uncompressed = tar.into_inner()?;
-    let diff_id = uncompressed.hex();
-    let compressed = uncompressed.inner.finish()?;
-    let (digest, size) = (compressed.hex(), compressed.n);
-    let mut file = compressed.inner;
-    file.flush()?;
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    fs::rename(&tmp, blobs.join(&digest))?;
-    Ok((digest, diff_id, size))
-}
-
-struct HashWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    n: u64,
-}
-
-impl<W: Write> HashWriter<W> {
-    fn new(inner: W) -> Self {
-        HashWriter {
-            inner,
-            hasher: Sha256::new(),
-            n: 0,
-        }
-    }
-    fn hex(&self) -> String {
-        hex::encode(self.hasher.clone().finalize())
-    }
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Writes `bytes` as a blob; returns its digest (hex) and size.
-fn write_blob(blobs: &Path, bytes: &[u8]) -> io::Result<(String, u64)> {
-    let hex = hex::encode(Sha256::digest(bytes));
-    fs::write(blobs.join(&hex), bytes)?;
-    Ok((hex, bytes.len() as u64))
+    layout.finish_layer(layer)
 }
 
 fn big_fixture(total_mib: u64) -> Result<Image, String> {
@@ -1461,14 +1163,12 @@ fn generate_big(root: &Path, dir: &Path, total_mib: u64) -> io::Result<()> {
     fs::create_dir_all(root)?;
     let work = root.join(format!(".build-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
-    let blobs = work.join("blobs/sha256");
-    fs::create_dir_all(&blobs)?;
+    let mut layout = OciLayout::create(&work)?;
 
     for kind in [Kind::Text, Kind::Binary, Kind::Random] {
-        let sample = 8 << 20;
-        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-        io::copy(&mut Content::new(7, kind, sample), &mut gz)?;
-        let ratio = sample as f64 / gz.finish()?.len() as f64;
+        let mut sample = Vec::new();
+        Content::new(7, kind, 8 << 20).read_to_end(&mut sample)?;
+        let ratio = sample.len() as f64 / compress(&sample, Compression::Gzip).len() as f64;
         println!("big: {kind:?} content compresses {ratio:.2}x with gzip -6");
     }
     let plan = plan_big(total_mib);
@@ -1476,7 +1176,7 @@ fn generate_big(root: &Path, dir: &Path, total_mib: u64) -> io::Result<()> {
 
     // Two layers at a time; results in layer order.
     let next = AtomicUsize::new(0);
-    let written: Mutex<Vec<Option<io::Result<WrittenLayer>>>> =
+    let written: Mutex<Vec<Option<io::Result<LayerBlob>>>> =
         Mutex::new((0..plan.layers.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..2 {
@@ -1486,7 +1186,7 @@ fn generate_big(root: &Path, dir: &Path, total_mib: u64) -> io::Result<()> {
                     let Some(layer) = plan.layers.get(i) else {
                         break;
                     };
-                    let r = write_layer(layer, &blobs, i);
+                    let r = write_layer(layer, &layout);
                     written.lock().unwrap()[i] = Some(r);
                 }
             });
@@ -1497,42 +1197,18 @@ fn generate_big(root: &Path, dir: &Path, total_mib: u64) -> io::Result<()> {
         layers.push(r.expect("every layer written")?);
     }
 
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/usr/bin/tool0"]},
-        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|(_, d, _)| format!("sha256:{d}")).collect::<Vec<_>>()},
-        "history": plan.layers.iter().map(|l| json!({"created": "2024-05-31T16:08:37Z", "created_by": l.created_by})).collect::<Vec<_>>(),
-    });
-    let (config_digest, config_size) = write_blob(&blobs, &serde_json::to_vec(&config).unwrap())?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_digest}"), "size": config_size},
-        "layers": layers.iter().map(|(d, _, size)| json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": format!("sha256:{d}"),
-            "size": size,
-        })).collect::<Vec<_>>(),
-    });
-    let (manifest_digest, manifest_size) =
-        write_blob(&blobs, &serde_json::to_vec(&manifest).unwrap())?;
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": format!("sha256:{manifest_digest}"),
-            "size": manifest_size,
-            "annotations": {"org.opencontainers.image.ref.name": BIG_TAG},
-            "platform": {"architecture": "amd64", "os": "linux"},
-        }],
-    });
-    fs::write(work.join("index.json"), serde_json::to_vec(&index).unwrap())?;
-    fs::write(
-        work.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
+    let image = layers
+        .iter()
+        .fold(ImageBuilder::new(vec![]), |image, layer| {
+            image.written(layer.clone())
+        })
+        .created(CREATED)
+        .config(json!({
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["/usr/bin/tool0"],
+        }))
+        .build();
+    layout.add_image(&image, BIG_TAG)?;
     let files: usize = plan
         .layers
         .iter()
@@ -1550,7 +1226,7 @@ fn generate_big(root: &Path, dir: &Path, total_mib: u64) -> io::Result<()> {
         "sizeBytes": plan.size_bytes,
         "finalBytes": final_bytes,
         "wastedBytes": plan.size_bytes - final_bytes,
-        "layers": layers.iter().map(|(d, diff, size)| json!({"digest": d, "diffId": diff, "size": size})).collect::<Vec<_>>(),
+        "layers": layers.iter().map(|l| json!({"digest": l.digest, "diffId": l.diff_id, "size": l.size})).collect::<Vec<_>>(),
     });
     fs::write(
         work.join("imagebloat-bench.json"),
@@ -1558,13 +1234,12 @@ fn generate_big(root: &Path, dir: &Path, total_mib: u64) -> io::Result<()> {
     )?;
     let _ = fs::remove_dir_all(dir);
     fs::rename(&work, dir)?;
-    let compressed: u64 = layers.iter().map(|(_, _, s)| s).sum();
     println!(
         "big: {} files in {} layers, {:.1} MiB of file content, {:.1} MiB compressed, generated in {:.1} s",
         files,
         layers.len(),
         plan.size_bytes as f64 / MIB,
-        compressed as f64 / MIB,
+        image.pull_bytes() as f64 / MIB,
         started.elapsed().as_secs_f64()
     );
     Ok(())

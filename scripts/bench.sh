@@ -13,30 +13,16 @@
 # IMAGEBLOAT_BENCH_NO_ENV=1 skips the test environment (layout scans only).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$SCRIPT_DIR/.."
+# shellcheck source=scripts/lib/common.sh
+source "$SCRIPT_DIR/lib/common.sh"
 
-log() { printf '%s bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-
-started_env=0
-cleanup() {
-  if [ "$started_env" = 1 ]; then
-    log "stopping the test environment this script started"
-    scripts/testenv.sh down || true
-  fi
-}
-trap cleanup EXIT
+trap down_started EXIT
 trap 'exit 130' INT TERM
 
-# A running environment is reused as it is (`testenv.sh up` would restart it under its user).
 if [ "${IMAGEBLOAT_BENCH_NO_ENV:-}" != 1 ]; then
-  if scripts/testenv.sh status; then
-    log "reusing the running test environment"
-  else
-    log "starting the test environment"
-    started_env=1
-    scripts/testenv.sh up
-  fi
+  reuse_or_up testenv.sh "test environment"
   env_file="$(scripts/testenv.sh env)"
   # shellcheck disable=SC1090
   source "$env_file"

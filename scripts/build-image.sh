@@ -32,11 +32,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-log() { printf 'build-image: %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
 
 dest="" insecure="" cert_dir="" creds="" binary="" layout=""
 while [ $# -gt 0 ]; do
@@ -61,14 +58,8 @@ done
 [ -n "$dest" ] || die "usage: $0 [--insecure] [--cert-dir DIR] [--creds USER:PASS] [--binary FILE] [--layout DIR] REGISTRY[/REPO][:TAG]"
 [ "$(id -u)" -eq 0 ] || die "needs root (chroot check, root-owned files in the layer)"
 
-missing=()
-command -v umoci >/dev/null || missing+=(umoci)
-command -v skopeo >/dev/null || missing+=(skopeo)
-command -v readelf >/dev/null && command -v strip >/dev/null || missing+=(binutils)
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+PACKAGES=(umoci:umoci skopeo:skopeo binutils:readelf binutils:strip)
+install_packages
 
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
 [ -n "$version" ] || die "no version in Cargo.toml"

@@ -47,10 +47,8 @@ case "${1:-}" in
 esac
 
 phase() { printf '\n==> %s\n' "$*"; }
-die() {
-  echo "chart-check: error: $*" >&2
-  exit 1
-}
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
 failed=()
 fail() {
   echo "FAIL: $*" >&2
@@ -72,19 +70,9 @@ export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config" H
 # --- tools --------------------------------------------------------------------------------------
 phase "tools"
 HELM="$(scripts/find-helm.sh)"
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  [ "$(id -u)" -eq 0 ] || die "promtool missing and not root: apt-get install -y --no-install-recommends prometheus"
-  echo "installing Debian's prometheus (promtool)"
-  # Its own service must not start: the checks start Prometheus themselves.
-  policy=/usr/sbin/policy-rc.d created_policy=""
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && created_policy=1
-  fi
-  rc=0
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || rc=$?
-  [ -n "$created_policy" ] && rm -f "$policy"
-  [ "$rc" -eq 0 ] || die "apt-get install prometheus failed ($rc)"
-fi
+# Debian's prometheus: promtool, and the server the dashboard queries are evaluated by.
+PACKAGES=(prometheus:promtool prometheus:prometheus)
+install_packages
 if ! command -v kubernetes-validate >/dev/null; then
   echo "installing kubernetes-validate (pip)"
   python3 -m pip install --quiet kubernetes-validate || die "pip install kubernetes-validate failed"
@@ -240,7 +228,7 @@ sys.exit(1 if problems else 0)
 PY
 scripts/dashboard-queries.py >"$work/queries.txt" || fail "dashboard-queries.py"
 echo "$(wc -l <"$work/queries.txt") queries; evaluating each with a real Prometheus"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$(free_ports 1)"
 printf 'global:\n  scrape_interval: 1m\nscrape_configs: []\n' >"$work/prometheus.yml"
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
   --web.listen-address="127.0.0.1:$port" --log.level=warn >"$work/prometheus.log" 2>&1 &

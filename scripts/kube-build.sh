@@ -55,8 +55,8 @@ PACKAGES=(
   debian-archive-keyring:/usr/share/keyrings/debian-archive-keyring.gpg
 )
 
-log() { printf '%s kube-build: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 # WANTED: the binaries this run must leave in $BIN (all of them, or the clients only).
 WANTED=(kube-apiserver kube-controller-manager kubectl helm)
@@ -66,32 +66,6 @@ have_all() {
   for b in "${WANTED[@]}"; do
     [ -x "$BIN/$b" ] || return 1
   done
-}
-
-install_packages() {
-  local missing=() entry pkg cmd
-  for entry in "${PACKAGES[@]}"; do
-    pkg="${entry%%:*}"
-    cmd="${entry#*:}"
-    case "$cmd" in
-      /*) [ -e "$cmd" ] || missing+=("$pkg") ;;
-      *) command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg") ;;
-    esac
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" -eq 0 ] || die "missing packages ${missing[*]} and not root: apt-get install -y ${missing[*]}"
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # No daemon of these packages (etcd-server's own unit) may start on its own: we start etcd ourselves.
-  local policy=/usr/sbin/policy-rc.d created_policy=""
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && created_policy=1
-  fi
-  local rc=0
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
-  [ -n "$created_policy" ] && rm -f "$policy"
-  [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed ($rc)"
 }
 
 # apt-get with a private deb-src configuration (see the header).

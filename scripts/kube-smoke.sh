@@ -37,7 +37,8 @@ STEP_START=$SECONDS
 ALL_START=$SECONDS
 STEPS=0
 
-log() { printf '%s kube-smoke: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# shellcheck source=scripts/lib/common.sh
+source "$SCRIPT_DIR/lib/common.sh"
 fail() {
   log "FAILED: $*"
   log "controller-manager log tail:"

@@ -44,72 +44,12 @@ KUBE="$STATE/kube"
 ENV_FILE="$KUBE/env"
 READY_TIMEOUT="${IMAGEBLOAT_TESTENV_KUBE_TIMEOUT:-120}"
 KUBE_VERSION=v1.20.2
+LOG_DIR="$KUBE/log"
+RUN_DIR="$KUBE/run"
+OWNER_MARK="$KUBE/"
 
-log() { printf '%s kube-testenv: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# Prints N distinct free TCP ports on 127.0.0.1 (all bound at once, then released).
-free_ports() {
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-for s in socks:
-    s.close()
-EOF
-}
-
-# start NAME COMMAND...: runs COMMAND detached, logs to $KUBE/log/NAME.log, pid in $KUBE/run/NAME.pid.
-start() {
-  local name="$1"
-  shift
-  setsid "$@" >"$KUBE/log/$name.log" 2>&1 </dev/null &
-  echo "$!" >"$KUBE/run/$name.pid"
-}
-
-# True when the pid in FILE is alive and still one of ours (its command line names the state dir).
-pid_is_ours() {
-  local pid
-  pid="$(cat "$1" 2>/dev/null)" || return 1
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$KUBE/"
-}
-
-show_logs() {
-  local name
-  for name in "$@"; do
-    [ -f "$KUBE/log/$name.log" ] || continue
-    log "last lines of $KUBE/log/$name.log:"
-    tail -n 25 "$KUBE/log/$name.log" >&2 || true
-  done
-}
-
-die_up() {
-  log "error: $*"
-  show_logs etcd kube-apiserver kube-controller-manager
-  cmd_down
-  exit 1
-}
-
-# wait_for NAME DESCRIPTION URL EXPECTED_STATUS [curl args...]: polls until URL answers the status,
-# failing early when NAME's process has exited.
-wait_for() {
-  local name="$1" what="$2" url="$3" want="$4" got="" deadline
-  shift 4
-  deadline=$((SECONDS + READY_TIMEOUT))
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    # Liveness only: right after the fork the command line may not show the state dir yet.
-    kill -0 "$(cat "$KUBE/run/$name.pid")" 2>/dev/null || die_up "$name exited during start-up"
-    got="$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$@" "$url" || true)"
-    [ "$got" = "$want" ] && return 0
-    sleep 0.3
-  done
-  die_up "$what: $url did not answer $want within ${READY_TIMEOUT}s (last status: ${got:-none})"
-}
+# shellcheck source=scripts/lib/common.sh
+source "$SCRIPT_DIR/lib/common.sh"
 
 # An existing cluster: remove what the tests made there, never anything else.
 down_external() {
@@ -122,30 +62,16 @@ down_external() {
 }
 
 cmd_down() {
-  local name pidfile pid
+  local name
   if [ -f "$ENV_FILE" ] && grep -q "^export IMAGEBLOAT_TEST_KUBE_EXTERNAL=1" "$ENV_FILE"; then
     down_external
     return 0
   fi
-  [ -d "$KUBE/run" ] || { rm -f "$ENV_FILE"; return 0; }
-  for name in kube-controller-manager kube-apiserver etcd; do
-    pidfile="$KUBE/run/$name.pid"
-    [ -e "$pidfile" ] || continue
-    if pid_is_ours "$pidfile"; then
-      pid="$(cat "$pidfile")"
-      log "stopping $name (pid $pid)"
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 100); do
-        pid_is_ours "$pidfile" || break
-        sleep 0.1
-      done
-      if pid_is_ours "$pidfile"; then
-        log "$name ignored SIGTERM for 10 s: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-      fi
-    fi
-    rm -f "$pidfile"
-  done
+  if [ -d "$RUN_DIR" ]; then
+    for name in kube-controller-manager kube-apiserver etcd; do
+      stop_by_pid_file "$name" 10
+    done
+  fi
   rm -f "$ENV_FILE"
 }
 
@@ -216,7 +142,7 @@ cmd_up() {
     --listen-peer-urls "http://127.0.0.1:$p_peer" --initial-advertise-peer-urls "http://127.0.0.1:$p_peer" \
     --initial-cluster "imagebloat-test=http://127.0.0.1:$p_peer" \
     --snapshot-count 10000 --quota-backend-bytes 2147483648
-  wait_for etcd etcd "http://127.0.0.1:$p_etcd/health" 200
+  wait_http etcd etcd "http://127.0.0.1:$p_etcd/health" 200
 
   log "starting kube-apiserver $KUBE_VERSION on https://127.0.0.1:$p_api"
   start kube-apiserver "$bin/kube-apiserver" \
@@ -235,11 +161,11 @@ cmd_up() {
   # The certificate appears in cert-dir only once the server has generated it.
   local deadline=$((SECONDS + READY_TIMEOUT))
   while [ ! -s "$KUBE/certs/apiserver.crt" ]; do
-    kill -0 "$(cat "$KUBE/run/kube-apiserver.pid")" 2>/dev/null || die_up "kube-apiserver exited during start-up"
-    [ "$SECONDS" -lt "$deadline" ] || die_up "kube-apiserver wrote no $KUBE/certs/apiserver.crt within ${READY_TIMEOUT}s"
+    kill -0 "$(cat "$RUN_DIR/kube-apiserver.pid")" 2>/dev/null || die_up kube-apiserver "kube-apiserver exited during start-up"
+    [ "$SECONDS" -lt "$deadline" ] || die_up kube-apiserver "kube-apiserver wrote no $KUBE/certs/apiserver.crt within ${READY_TIMEOUT}s"
     sleep 0.2
   done
-  wait_for kube-apiserver "kube-apiserver /readyz" "https://127.0.0.1:$p_api/readyz" 200 \
+  wait_http kube-apiserver "kube-apiserver /readyz" "https://127.0.0.1:$p_api/readyz" 200 \
     --cacert "$KUBE/certs/apiserver.crt" -H "Authorization: Bearer $token"
   local t_ready=$((SECONDS - started))
 
@@ -278,9 +204,9 @@ EOF
     --service-account-private-key-file="$KUBE/pki/sa.key" \
     --root-ca-file="$KUBE/certs/apiserver.crt" \
     --profiling=false
-  wait_for kube-controller-manager "kube-controller-manager /healthz" "https://127.0.0.1:$p_kcm/healthz" 200 -k
+  wait_http kube-controller-manager "kube-controller-manager /healthz" "https://127.0.0.1:$p_kcm/healthz" 200 -k
   # The controllers really work once the default namespace has its ServiceAccount (and token).
-  wait_for kube-controller-manager "the default ServiceAccount" \
+  wait_http kube-controller-manager "the default ServiceAccount" \
     "https://127.0.0.1:$p_api/api/v1/namespaces/default/serviceaccounts/default" 200 \
     --cacert "$KUBE/certs/apiserver.crt" -H "Authorization: Bearer $token"
 
@@ -300,11 +226,6 @@ EOF
   log "up in $((SECONDS - started)) s (/readyz after ${t_ready} s); env file: $ENV_FILE"
 }
 
-cmd_env() {
-  [ -f "$ENV_FILE" ] || die "no env file at $ENV_FILE: run scripts/kube-testenv.sh up first"
-  echo "$ENV_FILE"
-}
-
 cmd_status() {
   [ -f "$ENV_FILE" ] || return 1
   (
@@ -314,15 +235,15 @@ cmd_status() {
       exec "$IMAGEBLOAT_TEST_KUBECTL" get --raw /readyz >/dev/null 2>&1
     fi
     [ -n "${IMAGEBLOAT_TEST_KUBE_SERVER:-}" ] &&
-      [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 --cacert "$IMAGEBLOAT_TEST_KUBE_CA" \
-        -H "Authorization: Bearer $IMAGEBLOAT_TEST_KUBE_TOKEN" "$IMAGEBLOAT_TEST_KUBE_SERVER/readyz")" = 200 ]
+      [ "$(http_status "$IMAGEBLOAT_TEST_KUBE_SERVER/readyz" --cacert "$IMAGEBLOAT_TEST_KUBE_CA" \
+        -H "Authorization: Bearer $IMAGEBLOAT_TEST_KUBE_TOKEN")" = 200 ]
   )
 }
 
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
-  env) cmd_env ;;
+  env) print_env_file ;;
   status) cmd_status ;;
   *)
     echo "usage: $0 up|down|env" >&2

@@ -66,8 +66,8 @@ LAYER0_CREATED_BY="debootstrap --variant=minbase bookworm / $MIRROR && rm -rf /v
 LAYER1_CREATED_BY="/bin/sh -c apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /usr/share/doc/* /usr/share/locale/de /usr/share/locale/fr /usr/share/locale/es /usr/share/locale/it /usr/share/locale/ja && sed -i 's/^PRETTY_NAME=.*/PRETTY_NAME=\"Debian GNU\\/Linux 12 (bookworm, changeset)\"/' /etc/os-release && chmod -R g=u /usr/lib/x86_64-linux-gnu/perl-base"
 LAYER2_CREATED_BY="/bin/sh -c rm -rf /var/cache/apt /usr/share/locale /usr/share/info && mkdir -p /var/cache/apt/archives/partial /usr/share/locale && touch /var/cache/apt/archives/lock && printf '# Locale name alias data base.\\nC.UTF-8\\t\\tC.UTF-8\\nPOSIX\\t\\tC\\n' > /usr/share/locale/locale.alias && echo 'Info pages removed; see https://www.debian.org/doc/' > /usr/share/info"
 
-log() { printf '%s realistic-image: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/lib/common.sh
+source "$SCRIPT_DIR/lib/common.sh"
 
 # True when something is mounted at or below $1.
 has_mounts_below() {

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Scale benchmark of the operator (issue #3 item 5), one command:
+# Scale benchmark of the operator (issue #3 item 5, benches/scale.rs), one command:
 #   5,000 Pods in 500 Deployments over 50 images, on the real kube-apiserver and controller-manager
 #   of scripts/kube-testenv.sh and the real registry of scripts/testenv.sh.
 #
 #   scripts/scale-bench.sh                       the full benchmark
-#   scripts/scale-bench.sh --workloads 50        a smaller one (any flag of scripts/scale_bench.py)
+#   scripts/scale-bench.sh --workloads 50        a smaller one (any flag of the bench: --help)
 #   scripts/scale-bench.sh --private-env         registries and control plane of its own (a state
 #                                                directory under /tmp), started and stopped here: the
 #                                                shared ones are neither loaded nor can they be
@@ -20,13 +20,12 @@
 # run does not change it. IMAGEBLOAT_SCALE_BENCH_BIN overrides the binary.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=scripts/lib/common.sh
+source "$SCRIPT_DIR/lib/common.sh"
 
-log() { printf '%s scale-bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-
-started_registry=0
-started_kube=0
 private_dir=""
 bench_pid=""
 WORKDIR="$(mktemp -d "${TMPDIR:-/tmp}/imagebloat-scale-bench.XXXXXX")"
@@ -36,6 +35,7 @@ for a in "$@"; do
     private_dir="$WORKDIR/env"
     mkdir -p "$private_dir"
     export IMAGEBLOAT_TESTENV_DIR="$private_dir"
+    FRESH_ENV=1
   else
     args+=("$a")
   fi
@@ -46,14 +46,7 @@ cleanup() {
     kill -TERM "$bench_pid" 2>/dev/null || true
     wait "$bench_pid" 2>/dev/null || true
   fi
-  if [ "$started_kube" = 1 ]; then
-    log "stopping the control plane this script started"
-    scripts/kube-testenv.sh down || true
-  fi
-  if [ "$started_registry" = 1 ]; then
-    log "stopping the registries this script started"
-    scripts/testenv.sh down || true
-  fi
+  down_started
   rm -f "$WORKDIR/imagebloat"
   # The private registries' storage is large and of no use afterwards.
   [ -z "$private_dir" ] || rm -rf "${private_dir:?}"/{a,b,c} "${private_dir:?}/kube/etcd"
@@ -61,20 +54,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ -z "$private_dir" ] && scripts/testenv.sh status; then
-  log "reusing the running registries"
-else
-  log "starting the registries (scripts/testenv.sh up)"
-  started_registry=1
-  scripts/testenv.sh up
-fi
-if [ -z "$private_dir" ] && scripts/kube-testenv.sh status; then
-  log "reusing the running control plane"
-else
-  log "starting the control plane (scripts/kube-testenv.sh up)"
-  started_kube=1
-  scripts/kube-testenv.sh up
-fi
+reuse_or_up testenv.sh registries
+reuse_or_up kube-testenv.sh "control plane"
 # shellcheck disable=SC1090
 source "$(scripts/testenv.sh env)"
 # shellcheck disable=SC1090
@@ -83,16 +64,20 @@ source "$(scripts/kube-testenv.sh env)"
 BIN="${IMAGEBLOAT_SCALE_BENCH_BIN:-$ROOT/target/release/imagebloat}"
 if [ ! -x "$BIN" ]; then
   log "building the release binary (cargo build --release)"
-  cargo build --release
+  cargo build --release --bin imagebloat
 fi
 cp "$BIN" "$WORKDIR/imagebloat"
 log "operator binary: $BIN (built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M:%S UTC'), sha256 $(sha256sum "$BIN" | cut -c1-12)), copied to $WORKDIR"
 
-# In the background and waited for, so that a signal reaches the benchmark (which then stops the
-# operator and deletes what it made) instead of waiting for it to finish.
+log "building the benchmark (cargo bench --bench scale --no-run)"
+bench="$(cargo bench --bench scale --no-run --message-format=json |
+  sed -n '/"kind":\["bench"\]/s/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
+[ -x "$bench" ] || die "cargo bench --no-run named no executable for benches/scale.rs"
+
+# Run directly (not under cargo) in the background and waited for, so that a signal reaches the
+# benchmark (which then stops the operator and deletes what it made) instead of waiting for it.
 status=0
-SCALE_BENCH_WORKDIR="$WORKDIR" python3 "$ROOT/scripts/scale_bench.py" --operator "$WORKDIR/imagebloat" \
-  ${args[@]+"${args[@]}"} &
+SCALE_BENCH_WORKDIR="$WORKDIR" "$bench" --operator "$WORKDIR/imagebloat" ${args[@]+"${args[@]}"} &
 bench_pid=$!
 wait "$bench_pid" || status=$?
 bench_pid=""

@@ -37,6 +37,9 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 STATE="${IMAGEBLOAT_TESTENV_DIR:-${XDG_RUNTIME_DIR:-/tmp}/imagebloat-testenv-$UID}"
 ENV_FILE="$STATE/env"
 READY_TIMEOUT="${IMAGEBLOAT_TESTENV_TIMEOUT:-30}"
+LOG_DIR="$STATE/log"
+RUN_DIR="$STATE/run"
+OWNER_MARK="$STATE"
 
 # Debian packages the test environment needs, each with a command (or an absolute path) it provides.
 PACKAGES=(
@@ -51,84 +54,8 @@ PACKAGES=(
   curl:curl
 )
 
-log() { printf '%s testenv: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-# A server that does not come up: stop what was started, then fail.
-die_up() {
-  log "error: $*"
-  cmd_down
-  exit 1
-}
-
-install_packages() {
-  local missing=() entry pkg cmd
-  for entry in "${PACKAGES[@]}"; do
-    pkg="${entry%%:*}"
-    cmd="${entry#*:}"
-    case "$cmd" in
-      /*) [ -e "$cmd" ] || missing+=("$pkg") ;;
-      *) command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg") ;;
-    esac
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" -eq 0 ] || die "missing packages ${missing[*]} and not root: apt-get install -y ${missing[*]}"
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
-# Prints N distinct free TCP ports on 127.0.0.1 (all bound at once, then released).
-free_ports() {
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-for s in socks:
-    s.close()
-EOF
-}
-
-# start NAME LOGFILE COMMAND...: runs COMMAND detached, records its pid in $STATE/run/NAME.pid.
-start() {
-  local name="$1" logfile="$2"
-  shift 2
-  setsid "$@" >"$logfile" 2>&1 </dev/null &
-  echo "$!" >"$STATE/run/$name.pid"
-}
-
-# True when the pid in FILE is alive and still one of ours (its command line names the state dir).
-pid_is_ours() {
-  local pid
-  pid="$(cat "$1" 2>/dev/null)" || return 1
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$STATE"
-}
-
-# wait_ready NAME URL EXPECTED_STATUS [curl args...]
-wait_ready() {
-  local name="$1" url="$2" want="$3" got="" deadline
-  shift 3
-  deadline=$((SECONDS + READY_TIMEOUT))
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    # Liveness only: right after the fork the command line may not show the state dir yet.
-    if ! kill -0 "$(cat "$STATE/run/$name.pid")" 2>/dev/null; then
-      log "$name exited during start-up; last lines of $STATE/log/$name.log:"
-      tail -n 30 "$STATE/log/$name.log" >&2 || true
-      die_up "$name did not start"
-    fi
-    got="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" || true)"
-    [ "$got" = "$want" ] && return 0
-    sleep 0.2
-  done
-  log "$name did not answer $url with $want within ${READY_TIMEOUT}s (last status: ${got:-none}); last lines of $STATE/log/$name.log:"
-  tail -n 30 "$STATE/log/$name.log" >&2 || true
-  die_up "$name did not come up"
-}
+# shellcheck source=scripts/lib/common.sh
+source "$SCRIPT_DIR/lib/common.sh"
 
 # registry_config NAME PORT EXTRA_HTTP_YAML EXTRA_TOP_YAML: writes $STATE/NAME/config.yml
 registry_config() {
@@ -178,24 +105,11 @@ EOF
 }
 
 cmd_down() {
-  local pidfile pid name
-  [ -d "$STATE/run" ] || return 0
-  for pidfile in "$STATE"/run/*.pid; do
+  local pidfile
+  [ -d "$RUN_DIR" ] || return 0
+  for pidfile in "$RUN_DIR"/*.pid; do
     [ -e "$pidfile" ] || continue
-    name="$(basename "$pidfile" .pid)"
-    if pid_is_ours "$pidfile"; then
-      pid="$(cat "$pidfile")"
-      log "stopping $name (pid $pid)"
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do
-        pid_is_ours "$pidfile" || break
-        sleep 0.1
-      done
-      if pid_is_ours "$pidfile"; then
-        kill -KILL "$pid" 2>/dev/null || true
-      fi
-    fi
-    rm -f "$pidfile"
+    stop_by_pid_file "$(basename "$pidfile" .pid)" 5
   done
   rm -f "$ENV_FILE"
 }
@@ -242,16 +156,16 @@ EOF
     key: $STATE/tls/server.key" ""
 
   log "starting registries on 127.0.0.1:$pa (plain), :$pb (basic auth), :$pc (TLS); fault proxy on :$pd"
-  start registry-a "$STATE/log/registry-a.log" docker-registry serve "$STATE/a/config.yml"
-  start registry-b "$STATE/log/registry-b.log" docker-registry serve "$STATE/b/config.yml"
-  start registry-c "$STATE/log/registry-c.log" docker-registry serve "$STATE/c/config.yml"
-  start fault-proxy "$STATE/log/fault-proxy.log" python3 "$SCRIPT_DIR/fault_proxy.py" \
+  start registry-a docker-registry serve "$STATE/a/config.yml"
+  start registry-b docker-registry serve "$STATE/b/config.yml"
+  start registry-c docker-registry serve "$STATE/c/config.yml"
+  start fault-proxy python3 "$SCRIPT_DIR/fault_proxy.py" \
     --listen-port "$pd" --upstream "127.0.0.1:$pa" --log "$STATE/log/fault-proxy-access.log"
 
-  wait_ready registry-a "http://127.0.0.1:$pa/v2/" 200
-  wait_ready registry-b "http://127.0.0.1:$pb/v2/" 401
-  wait_ready registry-c "https://127.0.0.1:$pc/v2/" 200 --cacert "$STATE/tls/ca.pem"
-  wait_ready fault-proxy "http://127.0.0.1:$pd/v2/" 200
+  wait_http registry-a "registry A" "http://127.0.0.1:$pa/v2/" 200
+  wait_http registry-b "registry B" "http://127.0.0.1:$pb/v2/" 401
+  wait_http registry-c "registry C" "https://127.0.0.1:$pc/v2/" 200 --cacert "$STATE/tls/ca.pem"
+  wait_http fault-proxy "the fault proxy" "http://127.0.0.1:$pd/v2/" 200
 
   cat >"$ENV_FILE" <<EOF
 export IMAGEBLOAT_TESTENV_DIR='$STATE'
@@ -269,25 +183,20 @@ EOF
   log "up; env file: $ENV_FILE"
 }
 
-cmd_env() {
-  [ -f "$ENV_FILE" ] || die "no env file at $ENV_FILE: run scripts/testenv.sh up first"
-  echo "$ENV_FILE"
-}
-
 cmd_status() {
   [ -f "$ENV_FILE" ] || return 1
   (
     # shellcheck disable=SC1090
     source "$ENV_FILE"
     [ -n "${IMAGEBLOAT_TEST_REGISTRY:-}" ] &&
-      [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://$IMAGEBLOAT_TEST_REGISTRY/v2/")" = 200 ]
+      [ "$(http_status "http://$IMAGEBLOAT_TEST_REGISTRY/v2/")" = 200 ]
   )
 }
 
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
-  env) cmd_env ;;
+  env) print_env_file ;;
   status) cmd_status ;;
   packages) install_packages ;;
   *)

@@ -4,6 +4,7 @@
 //! blobs; `scan` joins the two for one image; `report` turns findings into the object users read,
 //! `table` into the text `scan` prints; `format` says sizes, counts and percentages one way for
 //! all of them. docs/architecture.md draws the modules and the arrows between them.
+//! `testkit` writes test images for the tests, the benchmark and the demo; the binary does not use it.
 
 pub mod analysis;
 pub mod digest;
@@ -14,3 +15,4 @@ pub mod registry;
 pub mod report;
 pub mod scan;
 pub mod table;
+pub mod testkit;

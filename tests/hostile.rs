@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 
 use common::*;
 use imagebloat::analysis::{self, Compression as C, LayerLimits};
+use imagebloat::testkit::{OCI_MANIFEST, OciLayout};
 use serde_json::json;
 
 /// Pushes a one-layer image whose layer blob is `blob` as given (its digest is correct, its
@@ -123,38 +124,26 @@ async fn unsupported_layer_media_type_is_named() {
     );
 }
 
-/// An OCI layout written by hand, for manifests a registry would refuse to store.
+/// An OCI layout in a temporary directory, for manifests a registry would refuse to store.
 struct Layout {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    layout: OciLayout,
 }
 
 impl Layout {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
-        std::fs::write(
-            dir.path().join("oci-layout"),
-            r#"{"imageLayoutVersion":"1.0.0"}"#,
-        )
-        .unwrap();
-        Layout { dir }
+        let layout = OciLayout::create(dir.path()).unwrap();
+        Layout { _dir: dir, layout }
     }
 
     fn blob(&self, bytes: &[u8]) -> (String, usize) {
-        let d = sha256(bytes);
-        std::fs::write(self.dir.path().join("blobs/sha256").join(&d[7..]), bytes).unwrap();
-        (d, bytes.len())
+        (self.layout.write_blob(bytes).unwrap(), bytes.len())
     }
 
-    fn tag(&self, manifest: &[u8], tag: &str) -> String {
-        let (d, n) = self.blob(manifest);
-        let index = json!({"schemaVersion": 2, "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": d, "size": n,
-            "annotations": {"org.opencontainers.image.ref.name": tag}
-        }]});
-        std::fs::write(self.dir.path().join("index.json"), index.to_string()).unwrap();
-        format!("{}:{tag}", self.dir.path().display())
+    fn tag(&mut self, manifest: &[u8], tag: &str) -> String {
+        self.layout.tag(manifest, OCI_MANIFEST, tag, None).unwrap();
+        self.layout.spec(tag)
     }
 
     fn config(&self) -> serde_json::Value {
@@ -175,7 +164,7 @@ fn scan_layout_fails(spec: &str) -> String {
 
 #[test]
 fn malformed_manifests_are_clear_errors() {
-    let l = Layout::new();
+    let mut l = Layout::new();
     let spec = l.tag(b"{not json", "garbage");
     assert!(scan_layout_fails(&spec).contains("invalid manifest"));
 
@@ -209,7 +198,7 @@ fn malformed_manifests_are_clear_errors() {
 
 #[test]
 fn config_that_is_not_json_is_a_clear_error() {
-    let l = Layout::new();
+    let mut l = Layout::new();
     let (d, n) = l.blob(b"\x00\x01 not a config");
     let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d, "size": n},
@@ -220,13 +209,13 @@ fn config_that_is_not_json_is_a_clear_error() {
 
 #[test]
 fn a_local_blob_that_does_not_match_its_digest_is_refused() {
-    let l = Layout::new();
+    let mut l = Layout::new();
     let (tar, _) = Layer::new("x").sized("a", 1000).into_tar();
     let (d, n) = l.blob(&tar);
     // Replace the blob's content behind its name.
     let mut tampered = tar.clone();
     tampered[600] ^= 0xff;
-    std::fs::write(l.dir.path().join("blobs/sha256").join(&d[7..]), &tampered).unwrap();
+    std::fs::write(l.layout.blob_path(&d), &tampered).unwrap();
     let config = l.config();
     let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                    "config": config,
@@ -241,7 +230,7 @@ fn a_local_blob_that_does_not_match_its_digest_is_refused() {
 
 #[test]
 fn non_distributable_layers_are_noted_not_fatal() {
-    let l = Layout::new();
+    let mut l = Layout::new();
     let (tar, _) = Layer::new("app").sized("app/bin", 1234).into_tar();
     let (d, n) = l.blob(&tar);
     let foreign = json!({
