@@ -9,6 +9,7 @@ pub mod layer;
 pub mod overlay;
 pub mod path;
 pub mod rules;
+pub mod toc;
 
 use std::collections::BTreeMap;
 
