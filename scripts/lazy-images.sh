@@ -42,11 +42,11 @@ log() { printf '%s lazy-images: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 tags() {
-  local s f out=()
+  local s f list=()
   for s in "${SOURCES[@]}"; do
-    for f in "${FORMATS[@]}"; do out+=("$s-$f"); done
+    for f in "${FORMATS[@]}"; do list+=("$s-$f"); done
   done
-  echo "${out[*]}"
+  echo "${list[*]}"
 }
 
 install_packages() {
@@ -185,12 +185,14 @@ json.dump({"imageLayoutVersion": "1.0.0"}, open(os.path.join(dest, "oci-layout")
 EOF
 }
 
+# Its content store holds every image uncompressed during conversion: root and state go beside the
+# build, only the sockets (path length limit) into a short temp dir.
 start_containerd() {
   CTRD_DIR="$(mktemp -d /tmp/ib-ctrd.XXXXXX)"
   cat >"$CTRD_DIR/config.toml" <<EOF
 version = 2
-root = "$CTRD_DIR/root"
-state = "$CTRD_DIR/state"
+root = "$WORK/containerd/root"
+state = "$WORK/containerd/state"
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "$CTRD_DIR/containerd.sock"
@@ -203,8 +205,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 EOF
   containerd --config "$CTRD_DIR/config.toml" >"$CTRD_DIR/containerd.log" 2>&1 &
   CTRD_PID=$!
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     ctr -a "$CTRD_DIR/containerd.sock" version >/dev/null 2>&1 && return 0
     kill -0 "$CTRD_PID" 2>/dev/null || break
     sleep 0.2
@@ -226,7 +227,9 @@ convert() {
   log "$name: eStargz and zstd:chunked with ctr-remote"
   local plain="$reg/lazy-source/$name:plain"
   "${skopeo[@]}" "oci:$src" "docker://$plain"
-  ctr_ images pull --plain-http --platform linux/amd64 "$plain" >/dev/null
+  # `content fetch` records the image without unpacking it: the realistic image has a layer no
+  # snapshotter unpacks (a file written before a whiteout of its own directory).
+  ctr_ content fetch --plain-http --platform linux/amd64 "$plain" >/dev/null
   local format flag converted
   for format in estargz zstd-chunked-ctr; do
     case "$format" in

@@ -148,10 +148,15 @@ fn check_image(tag: &str) -> Vec<LayerCost> {
         }
         assert_same_index(tag, i, &toc, &full);
         println!(
-            "{tag} layer {i}: {} entries, TOC path reads {fetched} of {} bytes ({:.3}%)",
+            "{tag} layer {i}: {} entries, TOC path reads {fetched} of {} bytes ({:.3}%){}",
             full.len(),
             blob.len(),
-            100.0 * fetched as f64 / blob.len() as f64
+            100.0 * fetched as f64 / blob.len() as f64,
+            if toc.uncompressed_bytes == 0 {
+                "; uncompressed size not in the descriptor"
+            } else {
+                ""
+            }
         );
         costs.push(LayerCost {
             blob_bytes: blob.len() as u64,
