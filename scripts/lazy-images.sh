@@ -9,6 +9,8 @@
 #            a character device, a FIFO, a long (PAX) name; then per-file and per-directory
 #            whiteouts, an opaque directory with a new child, and a rewritten os-release.
 #   debian   the realistic image of scripts/realistic-image.sh (built first when absent).
+#   names    one layer with a file name that is not UTF-8 (`caf\xe9.txt`): the JSON tables of
+#            contents cannot carry it (the tools write U+FFFD instead), so the TOC path must refuse it.
 #
 # Each source is converted by:
 #   zstd-chunked      skopeo copy --dest-compress-format zstd:chunked (containers/storage's writer)
@@ -30,12 +32,12 @@
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-RECIPE_VERSION=1
+RECIPE_VERSION=2
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/imagebloat-testenv"
 LAYOUT="$CACHE_ROOT/lazy-v$RECIPE_VERSION"
 REALISTIC_LAYOUT="$CACHE_ROOT/realistic-v1"
 REALISTIC_TAG=bookworm-changeset
-SOURCES=(edge debian)
+SOURCES=(edge debian names)
 FORMATS=(zstd-chunked estargz zstd-chunked-ctr)
 
 log() { printf '%s lazy-images: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -187,6 +189,23 @@ EOF
 
 # Its content store holds every image uncompressed during conversion: root and state go beside the
 # build, only the sockets (path length limit) into a short temp dir.
+# A source image whose one layer has a file name that is not UTF-8, tagged `names`.
+build_names_source() {
+  local oci="$1"
+  python3 - "$WORK/names.tar" <<'EOF'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+    for name, data in [(b"etc/os-release", b"ID=names\n"), (b"caf\xe9.txt", b"latin-1 name\n")]:
+        info = tarfile.TarInfo(name.decode("latin-1"))
+        info.size, info.mtime, info.mode = len(data), 1717171717, 0o644
+        tar.addfile(info, io.BytesIO(data))
+EOF
+  umoci init --layout "$oci"
+  umoci new --image "$oci:names"
+  umoci config --image "$oci:names" --no-history --os linux --architecture amd64
+  umoci raw add-layer --image "$oci:names" --history.created_by "a name that is not UTF-8" "$WORK/names.tar"
+}
+
 start_containerd() {
   CTRD_DIR="$(mktemp -d /tmp/ib-ctrd.XXXXXX)"
   cat >"$CTRD_DIR/config.toml" <<EOF
@@ -254,10 +273,12 @@ build() {
   local started=$SECONDS
 
   build_edge_source "$WORK/edge"
+  build_names_source "$WORK/names"
   start_containerd
   convert edge "$WORK/edge:edge"
   with_end_of_archive "$REALISTIC_LAYOUT" "$REALISTIC_TAG" "$WORK/debian" debian
   convert debian "$WORK/debian:debian"
+  convert names "$WORK/names:names"
 
   if mv -T "$WORK/out" "$LAYOUT" 2>/dev/null; then
     log "built $LAYOUT in $((SECONDS - started)) s"

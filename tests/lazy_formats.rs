@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use imagebloat::analysis::layer::{EntryRef, LayerIndex};
-use imagebloat::analysis::toc::LazyLayer;
+use imagebloat::analysis::toc::{BlobRange, LazyLayer, TocProblem};
 use imagebloat::analysis::{LayerLimits, LayerMediaType, index_layer};
 use serde_json::Value;
 
@@ -19,7 +19,7 @@ fn layout() -> PathBuf {
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
                 .expect("HOME or XDG_CACHE_HOME");
-            cache.join("imagebloat-testenv/lazy-v1")
+            cache.join("imagebloat-testenv/lazy-v2")
         }
     };
     assert!(
@@ -48,9 +48,7 @@ struct LayerCost {
 
 /// The index of one layer read from its TOC, with the bytes that path read.
 fn index_from_toc(layer: &LazyLayer, blob: &[u8], limits: &LayerLimits) -> (LayerIndex, u64) {
-    let slice = |r: imagebloat::analysis::toc::BlobRange| {
-        &blob[r.offset as usize..(r.offset + r.len) as usize]
-    };
+    let slice = |r: BlobRange| &blob[r.offset as usize..(r.offset + r.len) as usize];
     let footer = layer
         .parse_footer(slice(layer.footer_range()))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -108,8 +106,14 @@ fn assert_same_index(tag: &str, layer: usize, toc: &LayerIndex, full: &LayerInde
     );
 }
 
-/// Checks every layer of the image tagged `tag` and returns what each cost.
-fn check_image(tag: &str) -> Vec<LayerCost> {
+/// One layer of a layout image: its blob, compression and lazy-format descriptor.
+struct Layer {
+    blob: Vec<u8>,
+    media_type: LayerMediaType,
+    lazy: LazyLayer,
+}
+
+fn layers(tag: &str) -> Vec<Layer> {
     let layout = layout();
     let index = read_json(layout.join("index.json"));
     let desc = index["manifests"]
@@ -119,8 +123,7 @@ fn check_image(tag: &str) -> Vec<LayerCost> {
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
         .unwrap_or_else(|| panic!("no image tagged {tag}: run scripts/lazy-images.sh"));
     let manifest = read_json(blob_path(&layout, desc["digest"].as_str().unwrap()));
-    let limits = LayerLimits::default();
-    let mut costs = Vec::new();
+    let mut layers = Vec::new();
     for (i, layer) in manifest["layers"].as_array().unwrap().iter().enumerate() {
         let digest = layer["digest"].as_str().unwrap();
         let media_type = LayerMediaType::parse(layer["mediaType"].as_str().unwrap()).unwrap();
@@ -136,9 +139,23 @@ fn check_image(tag: &str) -> Vec<LayerCost> {
         let lazy = LazyLayer::detect(digest, blob.len() as u64, annotations.iter().copied())
             .unwrap()
             .unwrap_or_else(|| panic!("{tag} layer {i}: no lazy-format annotation"));
+        layers.push(Layer {
+            blob,
+            media_type,
+            lazy,
+        });
+    }
+    layers
+}
 
-        let full = index_layer(blob.as_slice(), media_type.compression, &limits).unwrap();
-        let (toc, fetched) = index_from_toc(&lazy, &blob, &limits);
+/// Checks every layer of the image tagged `tag` and returns what each cost.
+fn check_image(tag: &str) -> Vec<LayerCost> {
+    let limits = LayerLimits::default();
+    let mut costs = Vec::new();
+    for (i, layer) in layers(tag).iter().enumerate() {
+        let blob = &layer.blob;
+        let full = index_layer(blob.as_slice(), layer.media_type.compression, &limits).unwrap();
+        let (toc, fetched) = index_from_toc(&layer.lazy, blob, &limits);
         // Known on the TOC path only when the producer annotates it (0 otherwise).
         if toc.uncompressed_bytes != 0 {
             assert_eq!(
@@ -180,6 +197,35 @@ fn check_realistic(tag: &str) {
         share < 0.02,
         "{tag}: the TOC path reads {toc} of {blob} bytes"
     );
+}
+
+#[test]
+fn a_name_that_is_not_utf8_sends_every_producers_layer_to_the_full_read() {
+    let limits = LayerLimits::default();
+    for tag in [
+        "names-zstd-chunked",
+        "names-estargz",
+        "names-zstd-chunked-ctr",
+    ] {
+        for layer in layers(tag) {
+            let full =
+                index_layer(layer.blob.as_slice(), layer.media_type.compression, &limits).unwrap();
+            assert!(
+                full.entries().any(|e| e.path == b"caf\xe9.txt"),
+                "{tag}: the full read keeps the name's bytes"
+            );
+            let lazy = &layer.lazy;
+            let range = |r: BlobRange| &layer.blob[r.offset as usize..(r.offset + r.len) as usize];
+            let footer = lazy.parse_footer(range(lazy.footer_range())).unwrap();
+            let err = lazy
+                .parse_toc(&footer, range(footer.toc_range()), &limits)
+                .unwrap_err();
+            assert!(
+                matches!(err.problem, TocProblem::BadEntry { .. }),
+                "{tag}: {err}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -33,7 +33,8 @@ use crate::digest::Digest;
 
 /// eStargz: the TOC's digest (of the uncompressed JSON).
 pub const ESTARGZ_TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
-/// eStargz: the uncompressed tar size, written by stargz-snapshotter's converter.
+/// The uncompressed tar size, written by stargz-snapshotter's converter (eStargz and its
+/// zstd:chunked alike; containers/storage does not write it).
 pub const ESTARGZ_UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
 /// zstd:chunked: the digest of the compressed manifest bytes.
 pub const ZSTD_CHUNKED_CHECKSUM_ANNOTATION: &str = "io.containers.zstd-chunked.manifest-checksum";
@@ -163,13 +164,6 @@ pub struct BlobRange {
     pub len: u64,
 }
 
-impl BlobRange {
-    /// The `Range` header value for this range.
-    pub fn http_range(&self) -> String {
-        format!("bytes={}-{}", self.offset, self.offset + self.len - 1)
-    }
-}
-
 /// A layer descriptor the TOC path can read: its digest, size and annotations.
 #[derive(Debug, Clone)]
 pub struct LazyLayer {
@@ -180,7 +174,7 @@ pub struct LazyLayer {
     toc_digest: Digest,
     /// zstd:chunked's `manifest-position` annotation, when present.
     position: Option<(u64, u64, u64)>,
-    /// eStargz's uncompressed-size annotation, when present.
+    /// The uncompressed-size annotation, when present.
     uncompressed_size: Option<u64>,
 }
 
@@ -584,13 +578,12 @@ impl CaptureRequest {
             if chunk.file_offset != content.len() as u64 {
                 return Err(bad("chunks are not contiguous".into()));
             }
-            let decoder: Box<dyn Read + '_> = match self.format {
+            let mut decoder: Box<dyn Read + '_> = match self.format {
                 LazyFormat::Estargz => Box::new(flate2::read::MultiGzDecoder::new(*bytes)),
                 LazyFormat::ZstdChunked => Box::new(
                     zstd::stream::read::Decoder::new(*bytes).map_err(|e| bad(e.to_string()))?,
                 ),
             };
-            let mut decoder = decoder;
             io::copy(
                 &mut (&mut decoder).take(chunk.inner_offset),
                 &mut io::sink(),
@@ -629,8 +622,9 @@ pub struct LazyIndex {
     index: LayerIndex,
     /// The files whose content the analysis reads, with where to fetch them.
     pub captures: Vec<CaptureRequest>,
-    /// The uncompressed tar size when the descriptor says it (eStargz's annotation); `None`
-    /// leaves [`LayerIndex::uncompressed_bytes`] at 0.
+    /// The uncompressed tar size when the descriptor says it
+    /// ([`ESTARGZ_UNCOMPRESSED_SIZE_ANNOTATION`]); `None` leaves
+    /// [`LayerIndex::uncompressed_bytes`] at 0, and the caller decides (the TOC cannot give it).
     pub uncompressed_bytes: Option<u64>,
     /// Bytes of the blob read so far: footer and TOC.
     pub fetched_bytes: u64,
