@@ -1136,6 +1136,42 @@ mod tests {
         assert!(capture.decode(&[]).is_err());
     }
 
+    #[test]
+    fn a_legacy_stargz_footer_is_read() {
+        let (blob, layer) = estargz(b"xxxx", TOC);
+        let mut legacy = blob[..blob.len() - ESTARGZ_FOOTER_BYTES as usize].to_vec();
+        legacy.extend_from_slice(&[0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 22, 0]);
+        legacy.extend_from_slice(b"0000000000000004STARGZ");
+        legacy.extend_from_slice(&[1, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let layer = LazyLayer {
+            size: legacy.len() as u64,
+            ..layer
+        };
+        assert_eq!(entries(read(&legacy, &layer).unwrap()).len(), 7);
+    }
+
+    #[test]
+    fn a_captured_file_that_decodes_to_other_bytes_than_its_digest_is_refused() {
+        let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        member.write_all(b"ID=evil\n").unwrap();
+        let data = member.finish().unwrap();
+        let json = format!(
+            r#"{{"entries":[{{"name":"etc/os-release","type":"reg","size":8,"offset":1,"digest":"{}"}}]}}"#,
+            Digest::sha256_of(b"ID=edge\n")
+        );
+        let mut padded = vec![0u8];
+        padded.extend(data);
+        let (blob, layer) = estargz(&padded, json.as_bytes());
+        let index = read(&blob, &layer).unwrap();
+        let capture = &index.captures[0];
+        let ranges: Vec<&[u8]> = capture.ranges().map(|r| slice(&blob, r)).collect();
+        let err = capture.decode(&ranges).unwrap_err();
+        assert!(
+            matches!(err.problem, TocProblem::BadCapture { .. }),
+            "{err}"
+        );
+    }
+
     proptest! {
         #[test]
         fn arbitrary_tails_and_tocs_never_panic(
