@@ -25,7 +25,7 @@
 # whenever the recipe changes.
 #
 # A cold run needs the test registry: it uses the running test env (IMAGEBLOAT_TESTENV_DIR) or starts
-# one and stops it again. When a test env is up, the script appends to its env file:
+# a private one under a temp dir and stops it again. When a test env is up, the script appends to its env file:
 #   IMAGEBLOAT_TEST_LAZY_LAYOUT   the layout directory
 #   IMAGEBLOAT_TEST_LAZY_TAGS     the tags, space-separated
 # and always prints the two lines as `export` statements on stdout.
@@ -75,7 +75,10 @@ cleanup() {
   fi
   [ -n "$CTRD_DIR" ] && rm -rf "$CTRD_DIR"
   [ -n "$WORK" ] && rm -rf "$WORK"
-  [ -n "$STARTED_TESTENV" ] && "$SCRIPT_DIR/testenv.sh" down >/dev/null 2>&1
+  if [ -n "$STARTED_TESTENV" ]; then
+    "$SCRIPT_DIR/testenv.sh" down >/dev/null 2>&1
+    rm -rf "$IMAGEBLOAT_TESTENV_DIR"
+  fi
   return 0
 }
 
@@ -301,9 +304,12 @@ main() {
   else
     install_packages
     if ! "$SCRIPT_DIR/testenv.sh" status >/dev/null 2>&1; then
-      log "starting a test env for the build"
-      "$SCRIPT_DIR/testenv.sh" up >/dev/null
+      # A private one, stopped and removed at exit: never the caller's (or the default) state dir.
+      IMAGEBLOAT_TESTENV_DIR="$(mktemp -d /tmp/ib-lazy-env.XXXXXX)"
+      export IMAGEBLOAT_TESTENV_DIR
       STARTED_TESTENV=1
+      log "starting a test env for the build in $IMAGEBLOAT_TESTENV_DIR"
+      "$SCRIPT_DIR/testenv.sh" up >/dev/null
     fi
     env_file="$("$SCRIPT_DIR/testenv.sh" env)"
     # shellcheck disable=SC1090
