@@ -9,6 +9,7 @@ pub mod layer;
 pub mod overlay;
 pub mod path;
 pub mod rules;
+pub mod toc;
 mod totals;
 
 use std::collections::BTreeMap;
