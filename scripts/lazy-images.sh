@@ -40,8 +40,14 @@ REALISTIC_TAG=bookworm-changeset
 SOURCES=(edge debian names)
 FORMATS=(zstd-chunked estargz zstd-chunked-ctr)
 
-log() { printf '%s lazy-images: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# Debian packages beyond the test environment's (scripts/testenv.sh packages installs those).
+PACKAGES=(
+  containerd:containerd
+  stargz-snapshotter:ctr-remote
+)
+
+# shellcheck source=scripts/lib/common.sh
+source "$SCRIPT_DIR/lib/common.sh"
 
 tags() {
   local s f list=()
@@ -51,17 +57,9 @@ tags() {
   echo "${list[*]}"
 }
 
-install_packages() {
+install_all_packages() {
   "$SCRIPT_DIR/testenv.sh" packages
-  local missing=()
-  command -v containerd >/dev/null 2>&1 || missing+=(containerd)
-  command -v ctr-remote >/dev/null 2>&1 || missing+=(stargz-snapshotter)
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" -eq 0 ] || die "missing packages ${missing[*]} and not root: apt-get install -y ${missing[*]}"
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  install_packages
 }
 
 WORK=""
@@ -302,7 +300,7 @@ main() {
       env_file="$("$SCRIPT_DIR/testenv.sh" env)"
     fi
   else
-    install_packages
+    install_all_packages
     if ! "$SCRIPT_DIR/testenv.sh" status >/dev/null 2>&1; then
       # A private one, stopped and removed at exit: never the caller's (or the default) state dir.
       IMAGEBLOAT_TESTENV_DIR="$(mktemp -d /tmp/ib-lazy-env.XXXXXX)"
