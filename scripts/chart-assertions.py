@@ -214,8 +214,11 @@ def main():
     check(first.get("--platform") == op["platform"], "--platform does not match")
     check(first.get("--concurrency") == str(op["concurrency"]), "--concurrency does not match")
     check(first.get("--per-registry-concurrency") == str(op["perRegistryConcurrency"]), "--per-registry-concurrency does not match")
-    for key in ("maxLayerBytes", "layerCache"):
-        flag = {"maxLayerBytes": "--max-layer-bytes", "layerCache": "--layer-cache"}[key]
+    for key, flag in (("timeoutSeconds", "--timeout"), ("requestTimeoutSeconds", "--request-timeout"),
+                      ("analysisTimeoutSeconds", "--analysis-timeout"), ("maxLayerEntries", "--max-layer-entries")):
+        check(first.get(flag) == str(op[key]), f"{flag} is {first.get(flag)!r}, expected {op[key]!r}")
+    for key in ("maxLayerBytes", "maxLayerPathBytes", "layerCache"):
+        flag = {"maxLayerBytes": "--max-layer-bytes", "maxLayerPathBytes": "--max-layer-path-bytes", "layerCache": "--layer-cache"}[key]
         want = op[key] if isinstance(op[key], str) else str(int(op[key]))
         check(first.get(flag) == want, f"{flag} is {first.get(flag)!r}, expected {want!r}")
     lease_name = values["leaderElection"]["leaseName"] or f"{deploy['metadata']['name']}-leader"

@@ -789,6 +789,7 @@ fn walk_tar(stream: &mut TarStream<'_>, limits: &LayerLimits) -> Result<LayerInd
 /// size (other indexes of the same layer must capture the same files).
 pub fn is_captured(path: &[u8], size: u64) -> bool {
     size <= MAX_CAPTURED_BYTES && CAPTURED_PATHS.contains(&path)
+}
 
 #[cfg(test)]
 mod tests {

@@ -172,15 +172,15 @@ async fn analyze_image(
     };
     // However slow the registry, an analysis gives its slots back within the deadline.
     let timeout = ctx.config.analysis_timeout;
-    let result = tokio::time::timeout(timeout, scan::scan(&source, &options, &ctx.images.layers))
-        .await
-        .unwrap_or_else(|_| {
-            Err(ScanError {
-                image: target.whole(),
-                layer: None,
-                kind: ScanErrorKind::TimedOut(timeout),
-            })
-        });
+    let scanned = tokio::time::timeout(timeout, scan::scan(&source, &options, &ctx.images.layers));
+    let result = match scanned.await {
+        Ok(result) => result,
+        Err(_) => Err(ScanError {
+            image: target.whole(),
+            layer: None,
+            kind: ScanErrorKind::TimedOut(timeout),
+        }),
+    };
     let seconds = started.elapsed().as_secs_f64();
     ctx.metrics
         .analyzed(result.is_ok(), seconds, ctx.images.new_layer_hits());

@@ -134,6 +134,11 @@ pub enum ScanErrorKind {
     Local(String),
     #[error("analysis gave up after {} s (--analysis-timeout)", .0.as_secs())]
     TimedOut(std::time::Duration),
+    #[error(
+        "the image's layer indexes exceed {limit} bytes of memory together (the bound of one \
+         layer under --max-layer-entries and --max-layer-path-bytes)"
+    )]
+    ImageTooLarge { limit: u64 },
 }
 
 impl ScanErrorKind {
@@ -149,6 +154,7 @@ impl ScanErrorKind {
             ScanErrorKind::NoPlatform { .. } => "NoMatchingPlatform",
             ScanErrorKind::Local(_) => "LocalImageError",
             ScanErrorKind::TimedOut(_) => "AnalysisTimedOut",
+            ScanErrorKind::ImageTooLarge { .. } => "ImageTooLarge",
         }
     }
 }

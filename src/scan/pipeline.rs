@@ -73,9 +73,29 @@ pub async fn scan(
     // The futures are collected first: a stream over a mapping closure would make `scan`'s
     // future fail to be `Send` (the operator spawns it).
     let reads: Vec<_> = plan.iter().map(|layer| reader.read(layer)).collect();
+    // The image's indexes together get the memory one layer's may take: a hostile image cannot
+    // multiply the per-layer bound by its number of layers. While they are read, at most
+    // `layer_concurrency` more are in flight, so an analysis holds at most
+    // (1 + layer_concurrency) x `LayerLimits::max_index_bytes` of indexes.
+    let budget = options.limits.max_index_bytes();
+    let mut held = 0u64;
     let indexes: Vec<Option<Arc<LayerIndex>>> = futures_util::stream::iter(reads)
         .buffered(options.layer_concurrency.max(1))
-        .try_collect()
+        .try_fold(Vec::with_capacity(plan.len()), |mut indexes, index| {
+            held += index.as_deref().map_or(0, |i| i.heap_bytes() as u64);
+            let position = indexes.len();
+            let result = if held > budget {
+                Err(ScanError {
+                    image: image.clone(),
+                    layer: Some((position, manifest.layers[position].digest.clone())),
+                    kind: ScanErrorKind::ImageTooLarge { limit: budget },
+                })
+            } else {
+                indexes.push(index);
+                Ok(indexes)
+            };
+            std::future::ready(result)
+        })
         .await?;
 
     Ok(ScannedImage {
