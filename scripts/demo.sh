@@ -4,9 +4,9 @@
 #
 #   scripts/demo.sh
 #
-# Builds the release binary, starts a local registry (scripts/testenv.sh up), writes the demo images
-# (scripts/sample-images.py) and the realistic Debian image (scripts/realistic-image.sh), pushes them,
-# and runs `imagebloat scan` on each so you see its report. The registry keeps running afterwards so
+# Builds the release binary, starts a local registry (scripts/testenv.sh up), pushes the demo images
+# (examples/samples.rs) and the realistic Debian image (scripts/realistic-image.sh), and runs
+# `imagebloat scan` on each so you see its report. The registry keeps running afterwards so
 # you can try more commands; scripts/testenv.sh down stops it.
 set -euo pipefail
 
@@ -22,7 +22,7 @@ phase "packages"
 scripts/testenv.sh packages
 
 phase "cargo build --release"
-cargo build --release
+cargo build --release --bins --example samples
 BIN=target/release/imagebloat
 
 phase "local registry: scripts/testenv.sh up"
@@ -31,17 +31,10 @@ scripts/testenv.sh up
 source "$(scripts/testenv.sh env)"
 REGISTRY="$IMAGEBLOAT_TEST_REGISTRY"
 
-phase "demo images: scripts/sample-images.py"
-SAMPLES="$IMAGEBLOAT_TESTENV_DIR/samples"
-tags_written="$(python3 scripts/sample-images.py "$SAMPLES")"
-mapfile -t TAGS <<<"$tags_written"
-REFS=()
-for tag in "${TAGS[@]}"; do
-  ref="$REGISTRY/sample/$tag"
-  skopeo copy --quiet --insecure-policy --dest-tls-verify=false "oci:$SAMPLES:$tag" "docker://$ref"
-  echo "pushed $ref"
-  REFS+=("$ref")
-done
+phase "demo images: examples/samples.rs"
+pushed="$(target/release/examples/samples --push "$REGISTRY/sample")"
+mapfile -t REFS <<<"$pushed"
+printf 'pushed %s\n' "${REFS[@]}"
 
 phase "realistic Debian image: scripts/realistic-image.sh"
 # Built once with debootstrap (needs a Debian mirror the first time), then cached.
