@@ -153,12 +153,13 @@ async fn operate(
         stores.replicasets,
         stores.jobs,
         stores.nodes,
+        &readiness.watches,
         &mut tasks,
     )
     .await?;
     reconcile::seed_from_reports(&ctx).await?;
     let work = Arc::new(Queue::new(Backoff::new(ctx.config.retry)));
-    watch::pods(&ctx, stores.pods, &work, &mut tasks).await?;
+    watch::pods(&ctx, stores.pods, &work, &readiness.watches, &mut tasks).await?;
     readiness.set(true);
     tracing::info!("watching pods");
     tasks.spawn(reconcile_workloads(ctx.clone(), work));
