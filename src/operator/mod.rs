@@ -12,6 +12,11 @@
 //! makes the status (`status`), sets the gauges (`crate::metrics`) and, when the status changed,
 //! writes the report and its Event (`publish`). `context` holds what reconciles share; `seed`
 //! reads existing reports back at start; `server` answers `/metrics` and the probes.
+//!
+//! With leader election (`leader`), only the leader runs the watches and workers, and every
+//! write checks its `Leadership` right before it is sent (`publish`): a leader whose renew
+//! deadline passed writes nothing more, and `run` returns `LeaderLost` so the process exits and
+//! restarts as a standby. On SIGTERM the leader stops writing and releases the Lease first.
 
 pub mod analyze;
 pub mod context;
