@@ -427,16 +427,11 @@ async fn run_operator(args: RunArgs) -> Result<ExitCode, Error> {
             _ = term.recv() => {}
         }
     };
-    tokio::select! {
-        result = imagebloat::operator::run(config) => {
-            result.map_err(|e| Error::OperatorStopped(e.to_string()))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        () = stop => {
-            tracing::info!("stopping");
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+    imagebloat::operator::run(config, stop)
+        .await
+        .map_err(|e| Error::OperatorStopped(e.to_string()))?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String> {
@@ -464,8 +459,7 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
                 .unwrap_or_else(|| "default".into()),
             name: args.lease_name,
             identity: identity.clone(),
-            duration: Duration::from_secs(15),
-            renew: Duration::from_secs(5),
+            timing: Default::default(),
         });
     Ok(imagebloat::operator::Config {
         namespaces: args.namespaces,

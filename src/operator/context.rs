@@ -44,6 +44,8 @@ pub struct Context {
     pub images: Images,
     pub slots: AnalysisSlots,
     pub written: WrittenStatuses,
+    /// Checked right before every write: with election, valid only while this replica leads.
+    pub leadership: super::leader::Leadership,
 }
 
 impl Context {
@@ -72,6 +74,7 @@ impl Context {
             images: Images::new(config.layer_cache_bytes),
             slots: AnalysisSlots::new(config.concurrency, config.per_registry),
             written: WrittenStatuses::default(),
+            leadership: Default::default(),
             config,
         };
         Ok((ctx, writers))

@@ -73,28 +73,34 @@ fn remember_findings(ctx: &Context, f: &ImageFindings) -> usize {
         .count()
 }
 
-/// The existing reports in `namespaces` (all namespaces when empty).
+/// Reports listed per request at start: a cluster with many reports is read in pages, never in
+/// one response the API server must build whole.
+const LIST_PAGE: u32 = 500;
+
+/// The existing reports in `namespaces` (all namespaces when empty), listed page by page.
 pub async fn list_reports(
     client: &Client,
     namespaces: &[String],
 ) -> Result<Vec<ImageReport>, kube::Error> {
-    let mut out = Vec::new();
     if namespaces.is_empty() {
-        out.extend(
-            Api::<ImageReport>::all(client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items,
-        );
-    } else {
-        for ns in namespaces {
-            out.extend(
-                Api::<ImageReport>::namespaced(client.clone(), ns)
-                    .list(&ListParams::default())
-                    .await?
-                    .items,
-            );
-        }
+        return list_pages(&Api::all(client.clone())).await;
+    }
+    let mut out = Vec::new();
+    for ns in namespaces {
+        out.extend(list_pages(&Api::namespaced(client.clone(), ns)).await?);
     }
     Ok(out)
+}
+
+async fn list_pages(api: &Api<ImageReport>) -> Result<Vec<ImageReport>, kube::Error> {
+    let mut out = Vec::new();
+    let mut params = ListParams::default().limit(LIST_PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        out.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(out),
+        }
+    }
 }
