@@ -5,6 +5,7 @@
 //! election, a replica whose renew deadline passed without a successful renew writes nothing
 //! more, so a rollout or a stalled leader never makes two writers (see `leader`).
 
+use crate::format;
 use std::collections::BTreeMap;
 
 use kube::api::{Api, Patch, PatchParams};
@@ -149,9 +150,8 @@ fn workload_event(
             warning: false,
             reason: "Analyzed",
             note: format!(
-                "{} {}: pull {}, reclaimable {}, efficiency {} ({report})",
-                s.images,
-                if s.images == 1 { "image" } else { "images" },
+                "{}: pull {}, reclaimable {}, efficiency {} ({report})",
+                format::count(s.images as u64, "image"),
                 s.pull_size,
                 s.reclaimable,
                 s.efficiency_percent
@@ -164,14 +164,8 @@ fn workload_event(
             note: format!("no images ({report})"),
         }
     };
-    if event.note.len() > 1024 {
-        let mut end = 1021;
-        while !event.note.is_char_boundary(end) {
-            end -= 1;
-        }
-        event.note.truncate(end);
-        event.note.push_str("...");
-    }
+    // The API takes at most 1 KiB of note.
+    format::truncate_bytes(&mut event.note, 1024);
     event
 }
 

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::jiff::Timestamp;
 
 use super::analyze::ContainerFailure;
+use crate::format;
 use crate::report::crd::{Condition, ContainerReport, ImageReportStatus, ReportSummary};
 use crate::report::{ImageFindings, MAX_CONDITION_MESSAGE, MAX_ERROR, fit_report};
-use crate::table::human;
 
 /// Reports are kept below this many bytes of status (the API server allows about 1.5 MB).
 pub const REPORT_BUDGET: usize = 60 << 10;
@@ -64,9 +64,9 @@ pub fn summarize(containers: &[ContainerReport]) -> ReportSummary {
     } else {
         s.final_bytes as f64 / s.size_bytes as f64
     };
-    s.pull_size = human(s.pull_bytes);
-    s.reclaimable = human(s.reclaimable_bytes);
-    s.wasted = human(s.wasted_bytes);
+    s.pull_size = format::size(s.pull_bytes);
+    s.reclaimable = format::size(s.reclaimable_bytes);
+    s.wasted = format::size(s.wasted_bytes);
     s.efficiency_percent = format!("{:.1}%", s.efficiency * 100.0);
     s
 }
