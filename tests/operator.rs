@@ -330,6 +330,88 @@ async fn private_image_is_pulled_with_the_service_accounts_pull_secret() {
     assert!(!op.log().contains(&password), "no secret in the log");
 }
 
+/// The basic-auth registry's access-log lines for blob GETs in `repository` (its log sits next
+/// to the plain registry's).
+fn auth_registry_blob_gets(repository: &str) -> usize {
+    let log =
+        std::path::Path::new(&env("IMAGEBLOAT_TEST_REGISTRY_LOG")).with_file_name("registry-b.log");
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("\"GET /v2/{repository}/blobs/")))
+        .count()
+}
+
+#[tokio::test]
+async fn a_private_digest_run_in_another_namespace_without_its_pull_secret_gets_no_findings() {
+    let owner = Cluster::new("e2e-iso-owner").await;
+    let other = Cluster::new("e2e-iso-other").await;
+    let reg = env("IMAGEBLOAT_TEST_REGISTRY_AUTH");
+    let (user, password) = (
+        env("IMAGEBLOAT_TEST_REGISTRY_USER"),
+        env("IMAGEBLOAT_TEST_REGISTRY_PASSWORD"),
+    );
+    let image =
+        ImageBuilder::new(vec![Layer::new("ADD secret-app").sized("secret", 7_777)]).build();
+    let repository = format!("private/iso-{}", std::process::id());
+    let reference = format!("{reg}/{repository}:1");
+    let image = Pushed {
+        digest: Pusher::basic_auth().push(&image, &reference).await,
+        reference,
+    };
+    owner
+        .give_the_default_service_account_a_pull_secret(&reg, &user, &password)
+        .await;
+    let op = owner.start_operator(&["--insecure-registry", &reg, "--namespaces", &other.ns]);
+    owner.deploy_running("private", &image).await;
+    let status = owner
+        .report("deployment-private", &op)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(status.summary.unwrap().size_bytes, 7_777);
+    let downloaded = auth_registry_blob_gets(&repository);
+    assert!(downloaded >= 1, "the owner's analysis downloaded the image");
+
+    // The same tag and digest (the kubelet's imageID) in a namespace without the pull secret.
+    other.deploy_running("thief", &image).await;
+    let container = other
+        .wait_for_report(
+            "a report without findings",
+            "deployment-thief",
+            Duration::from_secs(60),
+            |r| {
+                let c = r?.status?.containers.into_iter().next()?;
+                c.reason.is_some().then_some(c)
+            },
+        )
+        .await;
+    assert_eq!(container.reason.as_deref(), Some("Unauthorized"));
+    assert!(container.findings.is_none(), "no files, history or advice");
+    let report = other
+        .api::<imagebloat::report::crd::ImageReport>()
+        .get("deployment-thief")
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&report).unwrap();
+    assert!(
+        !text.contains("secret-app") && !text.contains("7777"),
+        "{text}"
+    );
+    assert_eq!(
+        auth_registry_blob_gets(&repository),
+        downloaded,
+        "no blob downloaded for the namespace without the secret"
+    );
+    // The owner's report is untouched.
+    let status = owner
+        .report("deployment-private", &op)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(status.summary.unwrap().size_bytes, 7_777);
+}
+
 #[tokio::test]
 async fn multi_arch_image_on_an_arm64_node_reports_the_arm64_manifest() {
     let cluster = Cluster::on_arch("e2e-arm", "arm64").await;
