@@ -10,8 +10,6 @@ use crate::analysis::ImageAnalysis;
 use crate::format::{count, fit, history_line, percent, size, wrap};
 use crate::report::ImageFindings;
 
-/// Sizes as the table prints them; the operator still imports this name from here.
-
 /// Hidden files listed (the heading gives the count of all of them).
 const HIDDEN_FILES_SHOWN: usize = 10;
 
