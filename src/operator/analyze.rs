@@ -177,7 +177,7 @@ async fn prove_access(
         .access
         .ensure(
             from,
-            credentials.for_image(target),
+            credentials.for_image(from),
             move |credentials| async move {
                 let refs: Vec<&Credential> = credentials.iter().collect();
                 ctx.registry
@@ -227,7 +227,7 @@ async fn resolve_tag(
         return Ok(digest);
     }
     let tag = reference.tag().unwrap_or("latest");
-    let credentials = credentials.for_image(reference).await;
+    let credentials = credentials.for_image(&source).await;
     let digest = ctx
         .registry
         .resolve_tag(&source, tag, &credentials.iter().collect::<Vec<_>>())
@@ -247,8 +247,8 @@ async fn analyze_image(
     platform: &Platform,
     credentials: &PullCredentials<'_>,
 ) -> Result<Arc<ImageFindings>, ContainerFailure> {
-    let credentials = credentials.for_image(target).await;
     let reference = pull_from(ctx, target);
+    let credentials = credentials.for_image(&reference).await;
     let _slot = ctx.slots.acquire(reference.registry()).await;
     let started = Instant::now();
     let source = ImageSource::Registry {
@@ -304,7 +304,8 @@ impl<'a> PullCredentials<'a> {
         }
     }
 
-    /// The credentials matching an image, in the kubelet's order.
+    /// The credentials matching an image where it is pulled from (a mirror gets the mirror's
+    /// credentials, never the original registry's), in the kubelet's order.
     async fn for_image(&self, reference: &Reference) -> Vec<Credential> {
         self.keyring
             .get_or_init(|| pull_keyring(self.ctx, self.pod))
