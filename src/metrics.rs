@@ -380,11 +380,14 @@ impl Metrics {
     /// for their removal.
     fn set_container(&self, labels: [&str; 5], a: &ImageAnalysis) -> Vec<String> {
         for (gauge, value) in [
-            (&self.image_pull_bytes, a.pull_bytes as f64),
-            (&self.image_size_bytes, a.size_bytes as f64),
-            (&self.image_wasted_bytes, a.wasted_bytes as f64),
-            (&self.image_reclaimable_bytes, a.reclaimable_bytes as f64),
-            (&self.image_efficiency_ratio, a.efficiency),
+            (&self.image_pull_bytes, a.totals.pull_bytes as f64),
+            (&self.image_size_bytes, a.totals.size_bytes as f64),
+            (&self.image_wasted_bytes, a.totals.wasted_bytes as f64),
+            (
+                &self.image_reclaimable_bytes,
+                a.totals.reclaimable_bytes as f64,
+            ),
+            (&self.image_efficiency_ratio, a.totals.efficiency),
             (&self.image_layers, a.layers.len() as f64),
         ] {
             gauge.with_label_values(&labels).set(value);

@@ -329,7 +329,14 @@ fn a_million_tiny_entries_index_in_bounded_memory() {
         layers: vec![layer],
         ..Default::default()
     });
-    assert_eq!((a.size_bytes, a.final_bytes, a.efficiency), (0, 0, 1.0));
+    assert_eq!(
+        (
+            a.totals.size_bytes,
+            a.totals.final_bytes,
+            a.totals.efficiency
+        ),
+        (0, 0, 1.0)
+    );
     assert_eq!(a.layers[0].file_count, N);
 }
 

@@ -85,22 +85,29 @@ async fn deployment_with_init_and_two_containers_gets_one_exact_report_and_gauge
         &migrate.findings.as_ref().unwrap().analysis,
     );
     assert_eq!(
-        (a.size_bytes, a.final_bytes, a.wasted_bytes),
+        (
+            a.totals.size_bytes,
+            a.totals.final_bytes,
+            a.totals.wasted_bytes
+        ),
         (150_000, 100_000, 50_000)
     );
-    assert_eq!(a.pull_bytes, app.pull_bytes());
-    assert_eq!((s.size_bytes, s.wasted_bytes), (70_000, 0));
-    assert_eq!((m.size_bytes, m.reclaimable_bytes), (50_000, 20_000));
+    assert_eq!(a.totals.pull_bytes, app.pull_bytes());
+    assert_eq!((s.totals.size_bytes, s.totals.wasted_bytes), (70_000, 0));
+    assert_eq!(
+        (m.totals.size_bytes, m.totals.reclaimable_bytes),
+        (50_000, 20_000)
+    );
     assert_eq!(
         by_name("app").findings.as_ref().unwrap().digest,
         app_ref.digest
     );
     let summary = status.summary.as_ref().unwrap();
     assert_eq!(summary.images, 3);
-    assert_eq!(summary.size_bytes, 270_000);
-    assert_eq!(summary.wasted_bytes, 50_000);
+    assert_eq!(summary.totals.size_bytes, 270_000);
+    assert_eq!(summary.totals.wasted_bytes, 50_000);
     assert_eq!(
-        summary.pull_bytes,
+        summary.totals.pull_bytes,
         app.pull_bytes() + sidecar.pull_bytes() + init.pull_bytes()
     );
     // `kubectl describe deployment web` says it too.
@@ -185,7 +192,10 @@ async fn one_image_used_by_fifty_workloads_is_downloaded_once() {
     }
     for i in 0..50 {
         let r = cluster.report(&format!("deployment-svc-{i:02}"), &op).await;
-        assert_eq!(r.status.unwrap().summary.unwrap().size_bytes, 230_000);
+        assert_eq!(
+            r.status.unwrap().summary.unwrap().totals.size_bytes,
+            230_000
+        );
     }
     // Two layer blobs and the config, each fetched exactly once.
     assert_eq!(image.blob_gets(), 3);
@@ -207,7 +217,7 @@ async fn a_tag_is_resolved_by_head_until_the_kubelet_reports_the_digest_which_wi
     let r = cluster.report("deployment-tagged", &op).await;
     let findings = r.status.unwrap().containers[0].findings.clone().unwrap();
     assert_eq!(findings.digest, first.digest);
-    assert_eq!(findings.analysis.size_bytes, 10_000);
+    assert_eq!(findings.analysis.totals.size_bytes, 10_000);
     assert!(first.manifest_requests("HEAD") >= 1);
     assert_eq!(
         first.manifest_requests("GET"),
@@ -233,7 +243,7 @@ async fn a_tag_is_resolved_by_head_until_the_kubelet_reports_the_digest_which_wi
             Duration::from_secs(20),
             |r| {
                 let f = r?.status?.containers.first()?.findings.clone()?;
-                (f.digest == second.digest).then_some(f.analysis.size_bytes)
+                (f.digest == second.digest).then_some(f.analysis.totals.size_bytes)
             },
         )
         .await;
@@ -258,7 +268,7 @@ async fn operator_restart_reuses_reports_without_downloading() {
     let edge = cluster.report("deployment-edge", &first).await;
     let edge = edge.status.unwrap().containers[0].findings.clone().unwrap();
     assert_eq!(edge.platform, "linux/arm64/v8");
-    assert_eq!(edge.analysis.size_bytes, 5_432);
+    assert_eq!(edge.analysis.totals.size_bytes, 5_432);
     let fetched = image.blob_gets();
     assert_eq!(fetched, 2, "layer and config");
     assert_eq!(other.blob_gets(), 2, "layer and config");
@@ -324,7 +334,7 @@ async fn private_image_is_pulled_with_the_service_accounts_pull_secret() {
         .await
         .status
         .unwrap();
-    assert_eq!(status.summary.as_ref().unwrap().size_bytes, 4_242);
+    assert_eq!(status.summary.as_ref().unwrap().totals.size_bytes, 4_242);
     let text = serde_json::to_string(&status).unwrap();
     assert!(!text.contains(&password), "no secret in the report");
     assert!(!op.log().contains(&password), "no secret in the log");
@@ -369,7 +379,7 @@ async fn a_private_digest_run_in_another_namespace_without_its_pull_secret_gets_
         .await
         .status
         .unwrap();
-    assert_eq!(status.summary.unwrap().size_bytes, 7_777);
+    assert_eq!(status.summary.unwrap().totals.size_bytes, 7_777);
     let downloaded = auth_registry_blob_gets(&repository);
     assert!(downloaded >= 1, "the owner's analysis downloaded the image");
 
@@ -409,7 +419,7 @@ async fn a_private_digest_run_in_another_namespace_without_its_pull_secret_gets_
         .await
         .status
         .unwrap();
-    assert_eq!(status.summary.unwrap().size_bytes, 7_777);
+    assert_eq!(status.summary.unwrap().totals.size_bytes, 7_777);
 }
 
 #[tokio::test]
@@ -507,7 +517,7 @@ async fn multi_arch_image_on_an_arm64_node_reports_the_arm64_manifest() {
     assert_eq!(f.platform, "linux/arm64/v8");
     assert_eq!(f.digest, arm.digest());
     assert_eq!(f.index_digest.as_deref(), Some(index.digest.as_str()));
-    assert_eq!(f.analysis.size_bytes, 2_000);
+    assert_eq!(f.analysis.totals.size_bytes, 2_000);
 }
 
 #[tokio::test]
@@ -650,7 +660,7 @@ async fn registry_down_shows_a_condition_then_a_correct_report_once_it_is_back()
         .await
         .status
         .unwrap();
-    assert_eq!(status.summary.unwrap().size_bytes, 9_999);
+    assert_eq!(status.summary.unwrap().totals.size_bytes, 9_999);
     assert!(status.containers[0].error.is_none());
 }
 
@@ -764,7 +774,10 @@ async fn the_operator_does_its_whole_job_with_only_the_charts_rbac() {
     );
     cluster.deploy_running("svc", &image).await;
     let r = cluster.report("deployment-svc", &op).await;
-    assert_eq!(r.status.unwrap().summary.unwrap().wasted_bytes, 6_000);
+    assert_eq!(
+        r.status.unwrap().summary.unwrap().totals.wasted_bytes,
+        6_000
+    );
     assert!(
         !op.log().contains("Forbidden"),
         "no call outside the role:\n{}",

@@ -170,7 +170,7 @@ fn a_pod_with_1000_containers_keeps_the_first_with_full_findings_and_counts_the_
         .collect();
     let status = new_status(containers, &[], None, Timestamp::UNIX_EPOCH);
     let summary = status.summary.as_ref().unwrap();
-    assert_eq!((summary.images, summary.size_bytes), (1000, 20_000));
+    assert_eq!((summary.images, summary.totals.size_bytes), (1000, 20_000));
     let kept = status.containers.len();
     assert!((10..1000).contains(&kept), "{kept} containers kept");
     let last = status.containers.last().unwrap().findings.as_ref().unwrap();

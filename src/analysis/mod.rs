@@ -84,16 +84,6 @@ pub struct ImageAnalysis {
     pub notes: Vec<String>,
 }
 
-/// The totals read as the analysis's own fields (`analysis.size_bytes`), as they appear in its
-/// JSON.
-impl std::ops::Deref for ImageAnalysis {
-    type Target = Totals;
-
-    fn deref(&self) -> &Totals {
-        &self.totals
-    }
-}
-
 /// One layer's share of the image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -569,11 +559,11 @@ mod tests {
             ),
         ];
         let a = analyze(&image(&layers));
-        assert_eq!(a.wasted_bytes, 2_000_000);
+        assert_eq!(a.totals.wasted_bytes, 2_000_000);
         assert_eq!(a.junk_bytes, 1_000_000);
-        assert_eq!(a.reclaimable_bytes, 3_000_000);
-        assert_eq!(a.reclaimable_pull_bytes, 750_000);
-        assert_eq!(a.pull_bytes, 1_250_000);
+        assert_eq!(a.totals.reclaimable_bytes, 3_000_000);
+        assert_eq!(a.totals.reclaimable_pull_bytes, 750_000);
+        assert_eq!(a.totals.pull_bytes, 1_250_000);
     }
 
     fn kinds(a: &ImageAnalysis) -> Vec<(&str, u64, Option<u32>)> {

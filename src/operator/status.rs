@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::jiff::Timestamp;
 
 use super::analyze::ContainerFailure;
-use crate::format;
 use crate::report::crd::{Condition, ContainerReport, ImageReportStatus, ReportSummary};
 use crate::report::{ImageFindings, MAX_CONDITION_MESSAGE, MAX_ERROR, fit_report};
 
@@ -46,29 +45,10 @@ pub fn summarize(containers: &[ContainerReport]) -> ReportSummary {
             distinct.entry(f.digest.as_str()).or_insert(f);
         }
     }
-    let mut s = ReportSummary {
-        images: distinct.len() as u32,
-        ..Default::default()
-    };
-    for f in distinct.values() {
-        let a = &f.analysis;
-        s.pull_bytes += a.pull_bytes;
-        s.size_bytes += a.size_bytes;
-        s.final_bytes += a.final_bytes;
-        s.wasted_bytes += a.wasted_bytes;
-        s.reclaimable_bytes += a.reclaimable_bytes;
-        s.reclaimable_pull_bytes += a.reclaimable_pull_bytes;
-    }
-    s.efficiency = if s.size_bytes == 0 {
-        1.0
-    } else {
-        s.final_bytes as f64 / s.size_bytes as f64
-    };
-    s.pull_size = format::size(s.pull_bytes);
-    s.reclaimable = format::size(s.reclaimable_bytes);
-    s.wasted = format::size(s.wasted_bytes);
-    s.efficiency_percent = format!("{:.1}%", s.efficiency * 100.0);
-    s
+    ReportSummary::new(
+        distinct.len() as u32,
+        distinct.values().map(|f| &f.analysis.totals).sum(),
+    )
 }
 
 /// `Ready`: `True` when every container's image was analyzed, else `False` with the first
@@ -195,13 +175,13 @@ mod tests {
         ];
         let s = summarize(&containers);
         assert_eq!(s.images, 2);
-        assert_eq!(s.pull_bytes, 50_000_000);
-        assert_eq!(s.size_bytes, 200_000_000);
-        assert_eq!(s.final_bytes, 140_000_000);
-        assert_eq!(s.wasted_bytes, 60_000_000);
-        assert_eq!(s.reclaimable_bytes, 60_000_000);
-        assert_eq!(s.reclaimable_pull_bytes, 30_000_000);
-        assert_eq!(s.efficiency, 0.7);
+        assert_eq!(s.totals.pull_bytes, 50_000_000);
+        assert_eq!(s.totals.size_bytes, 200_000_000);
+        assert_eq!(s.totals.final_bytes, 140_000_000);
+        assert_eq!(s.totals.wasted_bytes, 60_000_000);
+        assert_eq!(s.totals.reclaimable_bytes, 60_000_000);
+        assert_eq!(s.totals.reclaimable_pull_bytes, 30_000_000);
+        assert_eq!(s.totals.efficiency, 0.7);
         assert_eq!(s.efficiency_percent, "70.0%");
         assert_eq!(
             (
@@ -217,7 +197,10 @@ mod tests {
     fn a_workload_without_analyzed_images_is_fully_efficient() {
         let down = failed("app", "Unauthorized", "401");
         let s = summarize(&[unanalyzed(&down)]);
-        assert_eq!((s.images, s.size_bytes, s.efficiency), (0, 0, 1.0));
+        assert_eq!(
+            (s.images, s.totals.size_bytes, s.totals.efficiency),
+            (0, 0, 1.0)
+        );
         assert_eq!(s.efficiency_percent, "100.0%");
     }
 
