@@ -9,6 +9,9 @@
 #   scripts/kube-testenv.sh down   stop what `up` started (by pid file); safe to repeat
 #   scripts/kube-testenv.sh env    print the path of the env file (a sourceable list of `export` lines)
 #   scripts/kube-testenv.sh status exit 0 when the env file exists and the API server is ready
+#   scripts/kube-testenv.sh restart-apiserver
+#                                  SIGKILL kube-apiserver and start it again on the same etcd,
+#                                  port and certificates (the control-plane fault tests)
 #
 # An existing cluster instead: with IMAGEBLOAT_TEST_KUBECONFIG=FILE, `up` starts nothing. It checks
 # that the cluster FILE's current context names answers, fetches kubectl and helm (no build), and
@@ -219,19 +222,22 @@ cmd_up() {
   wait_for etcd etcd "http://127.0.0.1:$p_etcd/health" 200
 
   log "starting kube-apiserver $KUBE_VERSION on https://127.0.0.1:$p_api"
-  start kube-apiserver "$bin/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$p_etcd" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$p_api" --insecure-port=0 \
-    --cert-dir="$KUBE/certs" \
-    --service-account-issuer=https://kubernetes.default.svc \
-    --service-account-key-file="$KUBE/pki/sa.pub" \
-    --service-account-signing-key-file="$KUBE/pki/sa.key" \
-    --token-auth-file="$KUBE/pki/tokens.csv" \
-    --authorization-mode=RBAC \
-    --service-cluster-ip-range=10.0.0.0/24 \
-    --endpoint-reconciler-type=none \
-    --allow-privileged=true \
-    --profiling=false
+  local apiserver=("$bin/kube-apiserver"
+    --etcd-servers="http://127.0.0.1:$p_etcd"
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$p_api" --insecure-port=0
+    --cert-dir="$KUBE/certs"
+    --service-account-issuer=https://kubernetes.default.svc
+    --service-account-key-file="$KUBE/pki/sa.pub"
+    --service-account-signing-key-file="$KUBE/pki/sa.key"
+    --token-auth-file="$KUBE/pki/tokens.csv"
+    --authorization-mode=RBAC
+    --service-cluster-ip-range=10.0.0.0/24
+    --endpoint-reconciler-type=none
+    --allow-privileged=true
+    --profiling=false)
+  # `restart-apiserver` starts the same command again.
+  printf '%s\0' "${apiserver[@]}" >"$KUBE/run/kube-apiserver.cmd"
+  start kube-apiserver "${apiserver[@]}"
   # The certificate appears in cert-dir only once the server has generated it.
   local deadline=$((SECONDS + READY_TIMEOUT))
   while [ ! -s "$KUBE/certs/apiserver.crt" ]; do
@@ -300,6 +306,26 @@ EOF
   log "up in $((SECONDS - started)) s (/readyz after ${t_ready} s); env file: $ENV_FILE"
 }
 
+# Kills kube-apiserver (SIGKILL: no graceful shutdown) and starts it again with the same command,
+# certificates and etcd; returns once it answers /readyz. Clients see the connection drop.
+cmd_restart_apiserver() {
+  [ -f "$ENV_FILE" ] && [ -f "$KUBE/run/kube-apiserver.cmd" ] || die "no local cluster is up"
+  # shellcheck disable=SC1090
+  source "$ENV_FILE"
+  local pidfile="$KUBE/run/kube-apiserver.pid" apiserver=()
+  if pid_is_ours "$pidfile"; then
+    kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+    while pid_is_ours "$pidfile"; do sleep 0.05; done
+  fi
+  mapfile -d '' apiserver <"$KUBE/run/kube-apiserver.cmd"
+  log "kube-apiserver killed; starting it again"
+  # Appends to the log: the life before the kill stays readable.
+  setsid "${apiserver[@]}" >>"$KUBE/log/kube-apiserver.log" 2>&1 </dev/null &
+  echo "$!" >"$pidfile"
+  wait_for kube-apiserver "kube-apiserver /readyz" "$IMAGEBLOAT_TEST_KUBE_SERVER/readyz" 200 \
+    --cacert "$IMAGEBLOAT_TEST_KUBE_CA" -H "Authorization: Bearer $IMAGEBLOAT_TEST_KUBE_TOKEN"
+}
+
 cmd_env() {
   [ -f "$ENV_FILE" ] || die "no env file at $ENV_FILE: run scripts/kube-testenv.sh up first"
   echo "$ENV_FILE"
@@ -324,8 +350,9 @@ case "${1:-}" in
   down) cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
+  restart-apiserver) cmd_restart_apiserver ;;
   *)
-    echo "usage: $0 up|down|env" >&2
+    echo "usage: $0 up|down|env|status|restart-apiserver" >&2
     exit 2
     ;;
 esac
