@@ -2,13 +2,22 @@
 //!
 //! Image gauges carry `namespace`, `workload_kind`, `workload`, `container`, `image`. A workload's
 //! series are remembered as it is reported, replaced wholesale on the next report (a container
-//! whose image changed leaves no stale series behind), and removed when the workload is gone.
+//! whose image changed leaves no stale series behind), and removed when the workload is gone —
+//! only by the workload that set them: a workload deleted and recreated under the same name (a
+//! new uid) keeps the series its new incarnation set, whichever reconcile runs last.
+//!
+//! Every label value comes from live workloads, so the number of series stays bounded by them:
+//! the registry counters' `registry` label names a registry only while a live workload's image
+//! is pulled from it (counted from the workload's reconcile on, before its first request); a
+//! request to any other registry (one whose last workload just went) counts under `other`, and
+//! a registry's series are removed with its last workload.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::analysis::ImageAnalysis;
@@ -22,12 +31,46 @@ const IMAGE_LABELS: &[&str] = &[
     "image",
 ];
 
+/// The registry label of requests to a registry no live workload pulls from.
+pub const OTHER_REGISTRY: &str = "other";
+
 /// Identifies a workload's series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkloadLabels {
     pub namespace: String,
     pub kind: String,
     pub name: String,
+    /// Not a label: tells a recreated workload's series from those of the one it replaced.
+    pub uid: String,
+}
+
+impl WorkloadLabels {
+    fn key(&self) -> (String, String, String) {
+        (self.namespace.clone(), self.kind.clone(), self.name.clone())
+    }
+}
+
+/// What is kept of one workload (by namespace, kind and name): which incarnation set it, its
+/// image series' labels, and the registries its images are pulled from.
+#[derive(Default)]
+struct WorkloadEntry {
+    uid: String,
+    series: Vec<Vec<String>>,
+    registries: BTreeSet<String>,
+}
+
+/// A registry in the `registry` label: how many workloads pull from it, and the statuses its
+/// series have (for their removal).
+#[derive(Default)]
+struct RegistryUse {
+    workloads: usize,
+    statuses: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct SeriesState {
+    workloads: HashMap<(String, String, String), WorkloadEntry>,
+    registries: HashMap<String, RegistryUse>,
 }
 
 /// One container's image as its series show it.
@@ -61,7 +104,13 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     /// Reports written (server-side apply requests).
     pub reports_written: IntCounterVec,
-    series: Mutex<HashMap<WorkloadLabels, Vec<Vec<String>>>>,
+    /// Images whose last analysis failed, each waiting out its backoff.
+    pub backoff_images: IntGauge,
+    /// Analyses not attempted because the image's backoff was not over.
+    pub analyses_skipped: IntCounter,
+    /// Proofs of pull access by result (`granted`, `refused`, `error`).
+    pub access_checks: IntCounterVec,
+    state: Mutex<SeriesState>,
 }
 
 impl Default for Metrics {
@@ -94,6 +143,17 @@ fn analysis_duration(registry: &Registry) -> HistogramVec {
         .register(Box::new(h.clone()))
         .expect("unique metric");
     h
+}
+
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let m = metric.expect("valid metric");
+    registry
+        .register(Box::new(m.clone()))
+        .expect("unique metric");
+    m
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -175,7 +235,29 @@ impl Metrics {
                 "ImageReport writes (server-side apply)",
                 &["result"],
             ),
-            series: Mutex::default(),
+            backoff_images: registered(
+                &r,
+                IntGauge::new(
+                    "imagebloat_analysis_backoff_images",
+                    "Images whose last analysis failed; each is tried again at most once per \
+                     backoff period",
+                ),
+            ),
+            analyses_skipped: registered(
+                &r,
+                IntCounter::new(
+                    "imagebloat_analyses_skipped_total",
+                    "Analyses not attempted because the image's backoff after a failure was not over",
+                ),
+            ),
+            access_checks: counter(
+                &r,
+                "imagebloat_access_checks_total",
+                "Proofs that a workload could pull its image (manifest HEAD with its own \
+                 credentials), by result",
+                &["result"],
+            ),
+            state: Mutex::default(),
             registry: r,
         };
         m.start_known_values_at_zero();
@@ -191,6 +273,9 @@ impl Metrics {
         }
         for cache in ["image", "layer"] {
             self.cache_hits.with_label_values(&[cache]);
+        }
+        for result in ["granted", "refused", "error"] {
+            self.access_checks.with_label_values(&[result]);
         }
         for reason in [
             "NotFound",
@@ -216,13 +301,67 @@ impl Metrics {
             .observe(seconds);
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, SeriesState> {
+        self.state.lock().expect("metrics lock")
+    }
+
+    /// Records the registries a workload's images are pulled from now (replacing those before):
+    /// they name their requests in the registry counters while a workload records them.
+    pub fn set_registries(&self, w: &WorkloadLabels, registries: Vec<String>) {
+        let registries: BTreeSet<String> = registries.into_iter().collect();
+        let mut state = self.state();
+        let entry = state.workloads.entry(w.key()).or_default();
+        entry.uid = w.uid.clone();
+        let old = std::mem::replace(&mut entry.registries, registries.clone());
+        for r in &registries {
+            state.registries.entry(r.clone()).or_default().workloads += 1;
+        }
+        self.release_registries(&mut state, &old);
+    }
+
+    /// One workload fewer for each of `registries`; the series of those left without any go.
+    fn release_registries(&self, state: &mut SeriesState, registries: &BTreeSet<String>) {
+        for r in registries {
+            let Some(used) = state.registries.get_mut(r) else {
+                continue;
+            };
+            used.workloads = used.workloads.saturating_sub(1);
+            if used.workloads == 0 {
+                for status in &used.statuses {
+                    let _ = self.registry_requests.remove_label_values(&[r, status]);
+                }
+                let _ = self.registry_bytes.remove_label_values(&[r]);
+                state.registries.remove(r);
+            }
+        }
+    }
+
+    /// The `registry` label for a request to `registry` with this status label (counted while
+    /// `state` is held, so a registry's series cannot come back after their removal).
+    fn registry_label<'a>(
+        state: &mut SeriesState,
+        registry: &'a str,
+        status: Option<&str>,
+    ) -> &'a str {
+        match state.registries.get_mut(registry) {
+            Some(used) => {
+                if let Some(status) = status {
+                    used.statuses.insert(status.to_string());
+                }
+                registry
+            }
+            None => OTHER_REGISTRY,
+        }
+    }
+
     /// Replaces a workload's image series with these containers'.
     pub fn set_workload(&self, w: &WorkloadLabels, containers: &[ContainerSeries<'_>]) {
-        let mut series = self.series.lock().expect("metrics lock");
-        if let Some(old) = series.remove(w) {
-            self.remove_series(&old);
-        }
-        let kept = containers
+        let mut state = self.state();
+        let entry = state.workloads.entry(w.key()).or_default();
+        entry.uid = w.uid.clone();
+        let old = std::mem::take(&mut entry.series);
+        self.remove_series(&old);
+        entry.series = containers
             .iter()
             .map(|c| {
                 let labels = [
@@ -235,7 +374,6 @@ impl Metrics {
                 self.set_container(labels, c.analysis)
             })
             .collect();
-        series.insert(w.clone(), kept);
     }
 
     /// Sets one container's series; returns their labels (the image labels, then each category)
@@ -263,12 +401,22 @@ impl Metrics {
         owned
     }
 
-    /// Removes every series of a workload that is gone.
+    /// Removes every series of a workload that is gone, unless a workload recreated under its
+    /// name (another uid) set them since.
     pub fn remove_workload(&self, w: &WorkloadLabels) {
-        let mut series = self.series.lock().expect("metrics lock");
-        if let Some(old) = series.remove(w) {
-            self.remove_series(&old);
+        let mut state = self.state();
+        let key = w.key();
+        if state.workloads.get(&key).is_none_or(|e| e.uid != w.uid) {
+            return;
         }
+        let entry = state.workloads.remove(&key).expect("checked above");
+        self.remove_series(&entry.series);
+        self.release_registries(&mut state, &entry.registries);
+    }
+
+    /// Workloads with series or registries recorded.
+    pub fn workloads(&self) -> usize {
+        self.state().workloads.len()
     }
 
     fn remove_series(&self, old: &[Vec<String>]) {
@@ -307,13 +455,17 @@ impl Metrics {
 /// Registry requests and downloads, as the registry client reports them.
 impl Observer for Metrics {
     fn request(&self, registry: &str, status: Option<u16>) {
-        let status = status.map(|s| s.to_string());
+        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        let mut state = self.state();
+        let registry = Self::registry_label(&mut state, registry, Some(&status));
         self.registry_requests
-            .with_label_values(&[registry, status.as_deref().unwrap_or("error")])
+            .with_label_values(&[registry, &status])
             .inc();
     }
 
     fn blob_bytes(&self, registry: &str, bytes: u64) {
+        let mut state = self.state();
+        let registry = Self::registry_label(&mut state, registry, None);
         self.registry_bytes
             .with_label_values(&[registry])
             .inc_by(bytes);
@@ -344,6 +496,7 @@ mod tests {
             namespace: "shop".into(),
             kind: "Deployment".into(),
             name: "web".into(),
+            uid: "uid-web".into(),
         }
     }
 
@@ -504,6 +657,10 @@ mod tests {
             zero(&["cache=image", "cache=layer"])
         );
         assert_eq!(
+            series(&m, "imagebloat_access_checks_total"),
+            zero(&["result=error", "result=granted", "result=refused"])
+        );
+        assert_eq!(
             series(&m, "imagebloat_reconcile_errors_total"),
             zero(&[
                 "reason=ApiError",
@@ -514,5 +671,81 @@ mod tests {
             ])
         );
         assert!(series(&m, "imagebloat_image_pull_bytes").is_empty());
+    }
+
+    #[test]
+    fn a_recreated_workload_keeps_its_series_when_the_old_ones_removal_comes_last() {
+        let m = Metrics::new();
+        let a = analysis(1000, &[("docs", 40)]);
+        let app = ContainerSeries {
+            container: "app",
+            image: "r/app:1",
+            analysis: &a,
+        };
+        m.set_workload(&web(), std::slice::from_ref(&app));
+        let recreated = WorkloadLabels {
+            uid: "uid-web-2".into(),
+            ..web()
+        };
+        m.set_workload(&recreated, &[app]);
+        // The old workload's deletion is reconciled after the new one's first report.
+        m.remove_workload(&web());
+        assert_eq!(
+            series(&m, "imagebloat_image_pull_bytes"),
+            [(labels("web", "app", "r/app:1"), 1000.0)]
+        );
+        assert_eq!(m.workloads(), 1);
+        m.remove_workload(&recreated);
+        assert!(series(&m, "imagebloat_image_pull_bytes").is_empty());
+        assert!(series(&m, "imagebloat_image_reclaimable_category_bytes").is_empty());
+        assert_eq!(m.workloads(), 0, "nothing kept for a gone workload");
+    }
+
+    #[test]
+    fn the_registry_label_names_only_registries_a_live_workload_pulls_from() {
+        let m = Metrics::new();
+        m.set_registries(&web(), vec!["good.example".into(), "good.example".into()]);
+        m.set_registries(&api(), vec!["good.example".into(), "mirror.example".into()]);
+        m.request("good.example", Some(200));
+        m.request("mirror.example", None);
+        m.request("random-42.attacker.example", Some(404));
+        m.blob_bytes("good.example", 10);
+        m.blob_bytes("random-43.attacker.example", 5);
+        assert_eq!(
+            series(&m, "imagebloat_registry_requests_total"),
+            [
+                ("registry=good.example,status=200".to_string(), 1.0),
+                ("registry=mirror.example,status=error".to_string(), 1.0),
+                ("registry=other,status=404".to_string(), 1.0),
+            ]
+        );
+        assert_eq!(
+            series(&m, "imagebloat_registry_bytes_downloaded_total"),
+            [
+                ("registry=good.example".to_string(), 10.0),
+                ("registry=other".to_string(), 5.0),
+            ]
+        );
+        // api moves off the mirror: its series go; good.example stays while web pulls from it.
+        m.set_registries(&api(), vec!["good.example".into()]);
+        m.remove_workload(&web());
+        let registries =
+            |family| -> Vec<String> { series(&m, family).into_iter().map(|(l, _)| l).collect() };
+        assert_eq!(
+            registries("imagebloat_registry_requests_total"),
+            [
+                "registry=good.example,status=200",
+                "registry=other,status=404"
+            ]
+        );
+        m.remove_workload(&api());
+        assert_eq!(
+            registries("imagebloat_registry_requests_total"),
+            ["registry=other,status=404"]
+        );
+        assert_eq!(
+            registries("imagebloat_registry_bytes_downloaded_total"),
+            ["registry=other"]
+        );
     }
 }

@@ -20,6 +20,20 @@ pub const MAX_LAYERS: usize = 128;
 pub const MAX_CREATED_BY: usize = 256;
 /// Characters kept of a path.
 pub const MAX_PATH: usize = 512;
+/// Characters kept of an image reference (the image, its base image).
+pub const MAX_REFERENCE: usize = 512;
+/// Characters kept of a short field: digests, media types, platforms, os-release values, kinds.
+pub const MAX_FIELD: usize = 128;
+/// Characters kept of a sentence: a recommendation, a note, a skipped layer's reason.
+pub const MAX_MESSAGE: usize = 512;
+/// Notes listed.
+pub const MAX_NOTES: usize = 8;
+/// Example paths listed per junk category.
+pub const MAX_EXAMPLES: usize = 5;
+/// Characters kept of a container's error.
+pub const MAX_ERROR: usize = 1000;
+/// Characters kept of a condition's message.
+pub const MAX_CONDITION_MESSAGE: usize = 2048;
 
 /// Findings for one image, as printed by `scan` and stored per container in reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -43,8 +57,6 @@ pub struct ImageFindings {
 
 impl ImageFindings {
     pub fn new(scanned: &ScannedImage) -> Self {
-        let mut analysis = scanned.analysis.clone();
-        cap(&mut analysis);
         ImageFindings {
             image: scanned.image.clone(),
             digest: scanned.digest.clone(),
@@ -52,8 +64,15 @@ impl ImageFindings {
             platform: scanned.platform.clone(),
             media_type: scanned.media_type.clone(),
             analyzer_version: ANALYZER_VERSION.to_string(),
-            analysis,
+            analysis: scanned.analysis.clone(),
         }
+        .capped()
+    }
+
+    /// These findings with every string and list capped (see the `MAX_` constants).
+    pub fn capped(mut self) -> Self {
+        cap_findings(&mut self);
+        self
     }
 }
 
@@ -61,23 +80,58 @@ fn cap(a: &mut ImageAnalysis) {
     a.hidden_files.truncate(MAX_HIDDEN_FILES);
     for h in &mut a.hidden_files {
         truncate_chars(&mut h.path, MAX_PATH);
+        truncate_chars(&mut h.reason, MAX_FIELD);
     }
     a.recommendations.truncate(MAX_RECOMMENDATIONS);
     for r in &mut a.recommendations {
-        if let Some(c) = &mut r.created_by {
-            truncate_chars(c, MAX_CREATED_BY);
-        }
+        truncate_chars(&mut r.kind, MAX_FIELD);
+        truncate_chars(&mut r.message, MAX_MESSAGE);
+        truncate_opt(&mut r.created_by, MAX_CREATED_BY);
     }
     a.layers.truncate(MAX_LAYERS);
     for l in &mut a.layers {
-        if let Some(c) = &mut l.created_by {
-            truncate_chars(c, MAX_CREATED_BY);
-        }
+        truncate_chars(&mut l.digest, MAX_FIELD);
+        truncate_chars(&mut l.media_type, MAX_FIELD);
+        truncate_opt(&mut l.created_by, MAX_CREATED_BY);
+        truncate_opt(&mut l.skipped, MAX_MESSAGE);
     }
     for c in &mut a.categories {
+        c.examples.truncate(MAX_EXAMPLES);
         for e in &mut c.examples {
             truncate_chars(e, MAX_PATH);
         }
+    }
+    if let Some(os) = &mut a.os {
+        truncate_chars(&mut os.id, MAX_FIELD);
+        truncate_opt(&mut os.version_id, MAX_FIELD);
+        truncate_opt(&mut os.version_codename, MAX_FIELD);
+        truncate_opt(&mut os.pretty_name, MAX_FIELD);
+    }
+    if let Some(base) = &mut a.base_image {
+        truncate_opt(&mut base.name, MAX_REFERENCE);
+        truncate_opt(&mut base.digest, MAX_FIELD);
+    }
+    a.notes.truncate(MAX_NOTES);
+    for n in &mut a.notes {
+        truncate_chars(n, MAX_MESSAGE);
+    }
+}
+
+/// Caps every string and list of stored findings, whatever made them (a scan, a cache, a report
+/// read back at start): what a registry or an image's author wrote is never trusted to be short.
+fn cap_findings(f: &mut ImageFindings) {
+    truncate_chars(&mut f.image, MAX_REFERENCE);
+    truncate_chars(&mut f.digest, MAX_FIELD);
+    truncate_opt(&mut f.index_digest, MAX_FIELD);
+    truncate_chars(&mut f.platform, MAX_FIELD);
+    truncate_chars(&mut f.media_type, MAX_FIELD);
+    truncate_chars(&mut f.analyzer_version, MAX_FIELD);
+    cap(&mut f.analysis);
+}
+
+fn truncate_opt(s: &mut Option<String>, max: usize) {
+    if let Some(s) = s {
+        truncate_chars(s, max);
     }
 }
 
@@ -219,17 +273,24 @@ pub mod crd {
     }
 }
 
-/// Shortens a report's lists, least useful first, until its status serializes to at most
-/// `budget` bytes. Totals are never touched.
+/// Shortens a report, least useful first, until its status serializes to at most `budget` bytes
+/// (for any budget above a few KiB): every string is capped, then the lists of each container's
+/// findings are shortened, and last, containers beyond the first that fit are left out, which a
+/// `Truncated` condition states with their number. The summary is never touched, so it keeps
+/// covering every container.
 pub fn fit_report(status: &mut crd::ImageReportStatus, budget: usize) {
-    let size = |s: &crd::ImageReportStatus| serde_json::to_vec(s).map_or(usize::MAX, |v| v.len());
     for c in &mut status.containers {
-        if let Some(e) = &mut c.error {
-            truncate_chars(e, 1000);
-        }
+        cap_container(c);
+    }
+    for c in &mut status.conditions {
+        truncate_chars(&mut c.type_, MAX_FIELD);
+        truncate_chars(&mut c.status, MAX_FIELD);
+        truncate_chars(&mut c.reason, MAX_FIELD);
+        truncate_chars(&mut c.message, MAX_CONDITION_MESSAGE);
+        truncate_chars(&mut c.last_transition_time, MAX_FIELD);
     }
     type Step = fn(&mut ImageFindings);
-    let steps: [Step; 7] = [
+    let steps: [Step; 8] = [
         |f| f.analysis.hidden_files.truncate(5),
         |f| {
             f.analysis
@@ -240,17 +301,17 @@ pub fn fit_report(status: &mut crd::ImageReportStatus, budget: usize) {
         |f| f.analysis.recommendations.truncate(5),
         |f| {
             for l in &mut f.analysis.layers {
-                if let Some(c) = &mut l.created_by {
-                    truncate_chars(c, 80);
-                }
+                truncate_opt(&mut l.created_by, 80);
+                truncate_opt(&mut l.skipped, 80);
             }
         },
         |f| f.analysis.hidden_files.clear(),
         |f| f.analysis.layers.truncate(16),
         |f| f.analysis.recommendations.truncate(1),
+        |f| f.analysis.notes.truncate(1),
     ];
     for step in steps {
-        if size(status) <= budget {
+        if serialized_len_within(status, budget).is_some() {
             return;
         }
         for c in &mut status.containers {
@@ -259,6 +320,116 @@ pub fn fit_report(status: &mut crd::ImageReportStatus, budget: usize) {
             }
         }
     }
+    if serialized_len_within(status, budget).is_none() {
+        keep_containers_that_fit(status, budget);
+    }
+}
+
+/// The type of the condition that says containers were left out of a report.
+pub const TRUNCATED_CONDITION: &str = "Truncated";
+
+/// Keeps the first containers that fit in `budget` along with everything else, and a
+/// `Truncated` condition with how many were left out.
+fn keep_containers_that_fit(status: &mut crd::ImageReportStatus, budget: usize) {
+    let total = status.containers.len();
+    let containers = std::mem::take(&mut status.containers);
+    // Counted with `total` for both numbers: the real condition is never longer.
+    status
+        .conditions
+        .push(truncated_condition(total, total, status));
+    let mut used = serialized_len_within(status, budget).unwrap_or(usize::MAX);
+    let mut kept = 0;
+    let mut containers = containers;
+    if let Some(first) = containers.first()
+        && serialized_len_within(first, budget.saturating_sub(used)).is_none()
+    {
+        // Even one container is too large (multi-byte or escaped text): its lists go, its
+        // totals stay.
+        containers.iter_mut().for_each(only_totals);
+    }
+    for c in &containers {
+        let room = budget.saturating_sub(used);
+        match serialized_len_within(c, room.saturating_sub(1)) {
+            // One byte more for the comma between entries.
+            Some(len) => used += len + 1,
+            None => break,
+        }
+        kept += 1;
+    }
+    status.conditions.pop();
+    status.containers = containers;
+    status.containers.truncate(kept);
+    if kept < total {
+        let condition = truncated_condition(kept, total, status);
+        status.conditions.push(condition);
+    }
+}
+
+/// Leaves findings with their totals and single fields only.
+fn only_totals(c: &mut crd::ContainerReport) {
+    if let Some(f) = &mut c.findings {
+        let a = &mut f.analysis;
+        a.layers.clear();
+        a.hidden_files.clear();
+        a.recommendations.clear();
+        a.notes.clear();
+        a.categories.iter_mut().for_each(|c| c.examples.clear());
+    }
+}
+
+fn truncated_condition(
+    kept: usize,
+    total: usize,
+    status: &crd::ImageReportStatus,
+) -> crd::Condition {
+    let time = status
+        .conditions
+        .first()
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_default();
+    crd::Condition {
+        type_: TRUNCATED_CONDITION.into(),
+        status: "True".into(),
+        reason: "TooManyContainers".into(),
+        message: format!(
+            "{} of {total} containers left out to keep the report small; the summary covers all",
+            total - kept
+        ),
+        last_transition_time: time,
+    }
+}
+
+fn cap_container(c: &mut crd::ContainerReport) {
+    truncate_chars(&mut c.name, MAX_FIELD);
+    truncate_opt(&mut c.error, MAX_ERROR);
+    truncate_opt(&mut c.reason, MAX_FIELD);
+    if let Some(f) = &mut c.findings {
+        cap_findings(f);
+    }
+}
+
+/// The bytes `value` serializes to as JSON, or `None` when more than `limit` (serializing stops
+/// there, so a check costs at most `limit` bytes of work however large the value).
+pub fn serialized_len_within<T: Serialize>(value: &T, limit: usize) -> Option<usize> {
+    struct Counter {
+        written: usize,
+        limit: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.written += buf.len();
+            if self.written > self.limit {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { written: 0, limit };
+    serde_json::to_writer(&mut counter, value).ok()?;
+    Some(counter.written)
 }
 
 #[cfg(test)]

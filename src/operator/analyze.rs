@@ -66,15 +66,35 @@ impl From<ScanError> for ContainerFailure {
     }
 }
 
+/// Why a container has no findings, and, when its image is waiting out a backoff after failing,
+/// how long until the next attempt is due.
+#[derive(Debug, Clone)]
+pub struct Unanalyzed {
+    pub failure: ContainerFailure,
+    pub retry_in: Option<std::time::Duration>,
+}
+
+impl<E: Into<ContainerFailure>> From<E> for Unanalyzed {
+    fn from(e: E) -> Self {
+        Unanalyzed {
+            failure: e.into(),
+            retry_in: None,
+        }
+    }
+}
+
 /// The findings of the image `image` (as the Pod names it) runs as `digest` (as the kubelet
-/// reports it, if it does) on `platform`.
+/// reports it, if it does) on `platform`, if the workload could pull it with `credentials`
+/// (see `access`): no cached findings, remembered tag or sibling's digest skips that proof.
+/// An image whose analysis failed is attempted again only once its backoff is over (see
+/// `failures`).
 pub async fn analyze_container(
     ctx: &Context,
     image: &str,
     digest: Option<&str>,
     platform: &Platform,
     credentials: &PullCredentials<'_>,
-) -> Result<Analyzed, ContainerFailure> {
+) -> Result<Analyzed, Unanalyzed> {
     let reference: Reference = image.parse().map_err(|e| ContainerFailure {
         reason: "InvalidReference".into(),
         message: format!("{image}: not a valid image reference: {e}"),
@@ -89,6 +109,7 @@ pub async fn analyze_container(
         reference.repository().to_string(),
         digest,
     );
+    prove_access(ctx, &target, credentials).await?;
     let key = image_key(&target, platform);
     for k in [&key, &any_platform_key(&target)] {
         if let Some(findings) = ctx.images.findings.get(k) {
@@ -103,14 +124,82 @@ pub async fn analyze_container(
         .images
         .findings
         .cell(&key)
-        .get_or_try_init(|| analyze_image(ctx, &target, platform, credentials))
+        .get_or_try_init(|| async {
+            // Also here: waiters on a failing analysis each take their turn at the cell.
+            if let Some(pending) = backing_off(ctx, &key) {
+                return Err(pending);
+            }
+            let result = analyze_image(ctx, &target, platform, credentials).await;
+            let failures = &ctx.images.failures;
+            let outcome = match result {
+                Ok(findings) => {
+                    failures.succeeded(&key);
+                    Ok(findings)
+                }
+                Err(failure) => {
+                    let (failure, delay) = failures.record(&key, failure);
+                    Err(Unanalyzed {
+                        failure,
+                        retry_in: Some(delay),
+                    })
+                }
+            };
+            ctx.metrics.backoff_images.set(failures.len() as i64);
+            outcome
+        })
         .await?
         .clone();
     Ok(Analyzed { key, findings })
 }
 
+/// The remembered failure of an image whose next attempt is not due yet (counted as skipped).
+fn backing_off(ctx: &Context, key: &str) -> Option<Unanalyzed> {
+    let (failure, left) = ctx.images.failures.pending(key)?;
+    ctx.metrics.analyses_skipped.inc();
+    Some(Unanalyzed {
+        failure,
+        retry_in: Some(left),
+    })
+}
+
+/// Proves that the workload could pull `target` (a reference with digest) where the operator
+/// pulls it from, with its own credentials; see `access`.
+async fn prove_access(
+    ctx: &Context,
+    target: &Reference,
+    credentials: &PullCredentials<'_>,
+) -> Result<(), ContainerFailure> {
+    let source = pull_from(ctx, target);
+    let digest = target.digest().unwrap_or_default();
+    let from = &source;
+    let result = ctx
+        .images
+        .access
+        .ensure(
+            from,
+            credentials.for_image(target),
+            move |credentials| async move {
+                let refs: Vec<&Credential> = credentials.iter().collect();
+                ctx.registry
+                    .check_manifest_access(from, digest, &refs)
+                    .await
+            },
+        )
+        .await;
+    let outcome = match &result {
+        Ok(()) => "granted",
+        Err(f) if f.transient => "error",
+        Err(_) => "refused",
+    };
+    ctx.metrics
+        .access_checks
+        .with_label_values(&[outcome])
+        .inc();
+    result
+}
+
 /// Where to pull `reference` from: its registry, or the mirror configured for it.
-fn pull_from(ctx: &Context, reference: &Reference) -> Reference {
+pub fn pull_from(ctx: &Context, reference: &Reference) -> Reference {
     let Some(mirror) = ctx.config.mirrors.get(reference.registry()) else {
         return reference.clone();
     };
@@ -143,6 +232,8 @@ async fn resolve_tag(
         .registry
         .resolve_tag(&source, tag, &credentials.iter().collect::<Vec<_>>())
         .await?;
+    // The HEAD just answered with these credentials: access to the repository is proven.
+    ctx.images.access.grant(&source, &credentials);
     ctx.images.tags.insert(key, digest.clone());
     Ok(digest)
 }
@@ -157,11 +248,12 @@ async fn analyze_image(
     credentials: &PullCredentials<'_>,
 ) -> Result<Arc<ImageFindings>, ContainerFailure> {
     let credentials = credentials.for_image(target).await;
-    let _slot = ctx.slots.acquire(target.registry()).await;
+    let reference = pull_from(ctx, target);
+    let _slot = ctx.slots.acquire(reference.registry()).await;
     let started = Instant::now();
     let source = ImageSource::Registry {
         registry: ctx.registry.clone(),
-        reference: pull_from(ctx, target),
+        reference,
         credentials,
     };
     let options = ScanOptions {

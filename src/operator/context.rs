@@ -16,6 +16,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
+use super::access::AccessCache;
+use super::failures::FailedImages;
 use super::index::PodIndex;
 use super::namespaces::NamespaceFilter;
 use super::tags::TagCache;
@@ -69,7 +71,7 @@ impl Context {
             registry,
             metrics,
             cluster,
-            images: Images::new(config.layer_cache_bytes),
+            images: Images::new(config.layer_cache_bytes, config.retry),
             slots: AnalysisSlots::new(config.concurrency, config.per_registry),
             written: WrittenStatuses::default(),
             config,
@@ -167,23 +169,29 @@ impl Cluster {
     }
 }
 
-/// What is known of images: each analyzed image's findings, recently resolved tags, and the
-/// layer indexes images share.
+/// What is known of images: each analyzed image's findings, recently resolved tags, the layer
+/// indexes images share, who proved access to which repository, and which images failed.
 pub struct Images {
     /// Findings by image key (reference with digest, and platform): each analyzed once.
     pub findings: images::ImageCache<ImageFindings>,
     pub tags: TagCache,
     pub layers: LayerCache,
+    /// Pull access proven per (repository, credential set): no findings without it.
+    pub access: AccessCache,
+    /// Images whose analysis failed, waiting out their backoff.
+    pub failures: FailedImages,
     /// Layer cache hits already counted in the metrics.
     layer_hits_counted: AtomicU64,
 }
 
 impl Images {
-    fn new(layer_cache_bytes: usize) -> Self {
+    fn new(layer_cache_bytes: usize, retry: Duration) -> Self {
         Self {
             findings: Default::default(),
             tags: TagCache::new(TAG_TTL),
             layers: LayerCache::with_budget(layer_cache_bytes),
+            access: AccessCache::default(),
+            failures: FailedImages::new(retry),
             layer_hits_counted: AtomicU64::new(0),
         }
     }
@@ -202,6 +210,11 @@ impl Images {
 }
 
 /// How many analyses run at once: overall (`--concurrency`) and per registry (`--per-registry`).
+///
+/// A registry's slot is taken first, the overall one only then: analyses queued behind a slow
+/// registry wait for that registry's slots and hold none of the overall ones, so they cannot
+/// stall analyses of images on other registries. A registry's semaphore exists only while an
+/// analysis holds or waits for it (registry names come from Pod specs: any number of them).
 pub struct AnalysisSlots {
     overall: Semaphore,
     per_registry_limit: usize,
@@ -214,6 +227,8 @@ pub struct AnalysisSlot<'a> {
     _registry: OwnedSemaphorePermit,
 }
 
+type RegistrySlots = HashMap<String, Arc<Semaphore>>;
+
 impl AnalysisSlots {
     fn new(overall: usize, per_registry: usize) -> Self {
         Self {
@@ -223,20 +238,31 @@ impl AnalysisSlots {
         }
     }
 
-    /// Waits for a free slot overall, then for one at `registry`.
+    /// Waits for a free slot at `registry`, then for one overall.
     pub async fn acquire(&self, registry: &str) -> AnalysisSlot<'_> {
-        let overall = self.overall.acquire().await.expect("semaphore open");
-        let registry = self
-            .per_registry
-            .lock()
-            .expect("slots lock")
-            .entry(registry.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_registry_limit)))
-            .clone();
+        let semaphore = {
+            let mut slots = self.registry_slots();
+            // Held or waited for: referenced by a permit or a waiter besides the map.
+            slots.retain(|_, s| Arc::strong_count(s) > 1);
+            slots
+                .entry(registry.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_registry_limit)))
+                .clone()
+        };
+        let registry = semaphore.acquire_owned().await.expect("semaphore open");
         AnalysisSlot {
-            _overall: overall,
-            _registry: registry.acquire_owned().await.expect("semaphore open"),
+            _overall: self.overall.acquire().await.expect("semaphore open"),
+            _registry: registry,
         }
+    }
+
+    fn registry_slots(&self) -> std::sync::MutexGuard<'_, RegistrySlots> {
+        self.per_registry.lock().expect("slots lock")
+    }
+
+    /// Registries with a semaphore (held or waited for at the last acquire).
+    pub fn registries(&self) -> usize {
+        self.registry_slots().len()
     }
 }
 
@@ -266,5 +292,60 @@ impl WrittenStatuses {
 
     pub fn remove(&self, key: &ReportKey) {
         self.map().remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn slots() -> AnalysisSlots {
+        AnalysisSlots::new(2, 1)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn analyses_waiting_for_a_slow_registry_hold_no_overall_slot() {
+        let slots = Arc::new(slots());
+        let slow = slots.acquire("slow.example").await;
+        // Three more for the slow registry queue behind it.
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let slots = slots.clone();
+                tokio::spawn(async move {
+                    let _slot = slots.acquire("slow.example").await;
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Another registry still gets the last overall slot at once.
+        let other = tokio::time::timeout(Duration::from_secs(1), slots.acquire("good.example"))
+            .await
+            .expect("not stalled behind the slow registry");
+        drop((slow, other));
+        for w in waiting {
+            w.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_registrys_semaphore_is_dropped_once_nobody_holds_or_waits_for_it() {
+        let slots = slots();
+        for i in 0..100 {
+            drop(slots.acquire(&format!("r{i}.example")).await);
+        }
+        let held = slots.acquire("kept.example").await;
+        assert_eq!(slots.registries(), 1, "only the held one");
+        drop(held);
+        drop(slots.acquire("next.example").await);
+        assert_eq!(slots.registries(), 1);
     }
 }

@@ -10,11 +10,17 @@
 //! pushes it onto the `queue`; `run`'s workers take it to `reconcile`, which picks the Pod that
 //! stands for the workload, has `analyze` find each container's findings (cached in `images`),
 //! makes the status (`status`), sets the gauges (`crate::metrics`) and, when the status changed,
-//! writes the report and its Event (`publish`). `context` holds what reconciles share; `seed`
-//! reads existing reports back at start; `server` answers `/metrics` and the probes.
+//! writes the report and its Event (`publish`). Before `analyze` uses any findings, `access`
+//! proves the workload could pull the image itself; an image whose analysis failed waits out a
+//! backoff in `failures`. `context` holds what reconciles share; `seed` reads existing reports
+//! back at start; `gone` tells workloads without Pods that they were deleted; `server` answers
+//! `/metrics` and the probes.
 
+pub mod access;
 pub mod analyze;
 pub mod context;
+pub mod failures;
+pub mod gone;
 pub mod images;
 pub mod index;
 pub mod leader;
@@ -123,6 +129,7 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
     watch::pods(&ctx, stores.pods, &work, &mut tasks).await?;
     readiness.set(true);
     tracing::info!("watching pods");
+    tasks.spawn(gone::follow_report_deletions(ctx.clone(), work.clone()));
     tasks.spawn(reconcile_workloads(ctx.clone(), work));
     tasks.spawn(prune_unused_images(ctx));
     until_stopped(elector, tasks).await
@@ -165,20 +172,24 @@ async fn reconcile_workloads(ctx: Arc<Context>, work: Arc<Queue<Workload>>) {
     }
 }
 
-/// Drops, every `IMAGE_PRUNE_INTERVAL`, the findings of images no workload has used for as long.
+/// Drops, every `IMAGE_PRUNE_INTERVAL`, the findings of images no workload has used for as long,
+/// expired proofs of access, and failures nobody asked about for a long time.
 async fn prune_unused_images(ctx: Arc<Context>) {
-    let findings = &ctx.images.findings;
+    let images = &ctx.images;
     let mut every = tokio::time::interval(IMAGE_PRUNE_INTERVAL);
     loop {
         every.tick().await;
-        let dropped = findings.prune(IMAGE_PRUNE_INTERVAL);
+        let dropped = images.findings.prune(IMAGE_PRUNE_INTERVAL);
         if dropped > 0 {
             tracing::debug!(
                 dropped,
-                kept = findings.len(),
+                kept = images.findings.len(),
                 "findings of unused images dropped"
             );
         }
+        images.access.prune();
+        images.failures.prune();
+        ctx.metrics.backoff_images.set(images.failures.len() as i64);
     }
 }
 

@@ -14,26 +14,23 @@ use k8s_openapi::api::core::v1::{Container, ContainerStatus, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 
-use super::analyze::{self, PullCredentials};
+use super::analyze::{self, PullCredentials, Unanalyzed};
 use super::context::{Context, ReportKey, report_key};
 use super::publish;
 use super::status::{self, FailedContainer};
 use super::workload::{Workload, digest_from_image_id};
 use crate::metrics::{ContainerSeries, WorkloadLabels};
-use crate::registry::Platform;
+use crate::registry::{Platform, Reference};
 use crate::report::crd::{ContainerReport, ImageReportStatus};
 
 pub use super::seed::seed_from_reports;
-
-/// How long before a workload without Pods (scaled to zero, or between Pods) is looked at again.
-const NO_PODS_RECHECK: Duration = Duration::from_secs(30);
 
 /// What the work queue does with a workload after its reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Nothing until the next Pod event; past failures are forgotten.
     Await,
-    /// Look again after this long (a Pod not scheduled yet, a workload without Pods).
+    /// Look again after this long (a Pod not scheduled yet, an image's backoff running out).
     RequeueAfter(Duration),
     /// Something failed that may pass: try again after the workload's next backoff delay.
     Retry,
@@ -81,6 +78,9 @@ async fn reconcile_workload(ctx: &Context, w: &Workload) -> Result<Action, kube:
         .and_then(|node| node_platform(&node))
         .unwrap_or_else(|| ctx.config.default_platform.clone());
     let wanted = wanted_containers(&pod, &pods);
+    // Before any request, so that the registry metrics name these registries.
+    ctx.metrics
+        .set_registries(&labels(w), registries_of(ctx, &wanted));
     let outcome = analyze_containers(ctx, &pod, &wanted, &platform).await;
 
     let key = report_key(&w.namespace, &w.kind, &w.uid);
@@ -100,12 +100,27 @@ async fn reconcile_workload(ctx: &Context, w: &Workload) -> Result<Action, kube:
         ctx.written.insert(key, status);
     }
 
-    let transient = outcome.failed.iter().any(|f| f.failure.transient);
-    Ok(if transient {
-        Action::Retry
-    } else {
-        Action::Await
-    })
+    Ok(after_failures(&outcome.failed, &outcome.retry_in))
+}
+
+/// What to do after a reconcile whose failed containers are `failed`, `retry_in` giving for
+/// each whether its image waits out a backoff (see `failures`) and how long: failures that may
+/// pass are retried — when an image's backoff says, or else on the workload's own backoff —,
+/// the others wait for the next Pod event.
+fn after_failures(failed: &[FailedContainer], retry_in: &[Option<Duration>]) -> Action {
+    let transient = || {
+        failed
+            .iter()
+            .zip(retry_in)
+            .filter(|(f, _)| f.failure.transient)
+    };
+    if transient().any(|(_, r)| r.is_none()) {
+        return Action::Retry;
+    }
+    match transient().filter_map(|(_, r)| *r).min() {
+        Some(due) => Action::RequeueAfter(due),
+        None => Action::Await,
+    }
 }
 
 fn labels(w: &Workload) -> WorkloadLabels {
@@ -113,7 +128,18 @@ fn labels(w: &Workload) -> WorkloadLabels {
         namespace: w.namespace.clone(),
         kind: w.kind.clone(),
         name: w.name.clone(),
+        uid: w.uid.clone(),
     }
+}
+
+/// The registries the operator contacts for these containers (a mirror instead of the registry
+/// it stands for), as the registry client names them in metrics.
+fn registries_of(ctx: &Context, wanted: &[WantedContainer]) -> Vec<String> {
+    wanted
+        .iter()
+        .filter_map(|c| c.image.parse::<Reference>().ok())
+        .map(|r| analyze::pull_from(ctx, &r).resolve_registry().to_string())
+        .collect()
 }
 
 /// The Pod that stands for the workload: the newest scheduled one (during a rollout, the new
@@ -129,17 +155,23 @@ fn representative_pod(pods: &[Arc<Pod>]) -> Option<Arc<Pod>> {
 }
 
 /// A workload without live Pods: if it still exists (scaled to zero, or its Pods are being
-/// replaced), look again later; if it is gone, forget its series, status and images.
+/// replaced), nothing until a Pod event wakes it, or its report's deletion tells it is gone
+/// (`gone`); if it is gone, forget its series, status and images.
 async fn without_pods(ctx: &Context, w: &Workload) -> Action {
-    if workload_exists(ctx, w).await {
-        return Action::RequeueAfter(NO_PODS_RECHECK);
+    if !workload_exists(ctx, w).await {
+        forget(ctx, w);
     }
+    Action::Await
+}
+
+/// Forgets everything kept for a workload that is gone. Its series go only if they are still its
+/// own: a workload recreated under the same name (a new uid) keeps the series it set.
+pub fn forget(ctx: &Context, w: &Workload) {
     let key: ReportKey = report_key(&w.namespace, &w.kind, &w.uid);
     ctx.metrics.remove_workload(&labels(w));
     ctx.written.remove(&key);
     ctx.images.findings.release(&key);
     tracing::info!(namespace = %w.namespace, workload = %w.name, kind = %w.kind, "workload gone; its series are removed");
-    Action::Await
 }
 
 /// A container of the representative Pod and the image it runs.
@@ -214,6 +246,8 @@ fn statuses_of(pod: &Pod, init: bool) -> &[ContainerStatus] {
 struct ContainersOutcome {
     containers: Vec<ContainerReport>,
     failed: Vec<FailedContainer>,
+    /// For each of `failed`: how long until its image's next attempt, if it waits out a backoff.
+    retry_in: Vec<Option<Duration>>,
     used: Vec<String>,
 }
 
@@ -232,6 +266,7 @@ async fn analyze_containers(
     let mut outcome = ContainersOutcome {
         containers: Vec::with_capacity(wanted.len()),
         failed: Vec::new(),
+        retry_in: Vec::new(),
         used: Vec::with_capacity(wanted.len()),
     };
     for (c, result) in wanted.iter().zip(results) {
@@ -247,13 +282,14 @@ async fn analyze_containers(
                 report.findings = Some((*analyzed.findings).clone());
                 outcome.used.push(analyzed.key);
             }
-            Err(failure) => {
+            Err(Unanalyzed { failure, retry_in }) => {
                 report.error = Some(failure.message.clone());
                 report.reason = Some(failure.reason.clone());
                 outcome.failed.push(FailedContainer {
                     name: c.name.clone(),
                     failure,
                 });
+                outcome.retry_in.push(retry_in);
             }
         }
         outcome.containers.push(report);

@@ -73,28 +73,39 @@ fn remember_findings(ctx: &Context, f: &ImageFindings) -> usize {
         .count()
 }
 
-/// The existing reports in `namespaces` (all namespaces when empty).
+/// Reports per LIST page: the API server answers each page from one bounded response instead
+/// of every report in the cluster at once.
+const LIST_PAGE: u32 = 500;
+
+/// The existing reports in `namespaces` (all namespaces when empty), listed page by page.
 pub async fn list_reports(
     client: &Client,
     namespaces: &[String],
 ) -> Result<Vec<ImageReport>, kube::Error> {
     let mut out = Vec::new();
     if namespaces.is_empty() {
-        out.extend(
-            Api::<ImageReport>::all(client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items,
-        );
+        list_pages(&Api::<ImageReport>::all(client.clone()), &mut out).await?;
     } else {
         for ns in namespaces {
-            out.extend(
-                Api::<ImageReport>::namespaced(client.clone(), ns)
-                    .list(&ListParams::default())
-                    .await?
-                    .items,
-            );
+            list_pages(
+                &Api::<ImageReport>::namespaced(client.clone(), ns),
+                &mut out,
+            )
+            .await?;
         }
     }
     Ok(out)
+}
+
+/// Every object of `api`, `LIST_PAGE` at a time, following the continue token.
+async fn list_pages(api: &Api<ImageReport>, out: &mut Vec<ImageReport>) -> Result<(), kube::Error> {
+    let mut params = ListParams::default().limit(LIST_PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        out.extend(page.items);
+        match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
 }

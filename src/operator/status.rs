@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::analyze::ContainerFailure;
 use crate::report::crd::{Condition, ContainerReport, ImageReportStatus, ReportSummary};
-use crate::report::{ImageFindings, fit_report};
+use crate::report::{ImageFindings, MAX_CONDITION_MESSAGE, MAX_ERROR, fit_report};
 use crate::table::human;
 
 /// Reports are kept below this many bytes of status (the API server allows about 1.5 MB).
@@ -88,11 +88,7 @@ pub fn ready_condition(
         Some(first) => (
             "False".to_string(),
             first.failure.reason.clone(),
-            failed
-                .iter()
-                .map(|f| format!("container {}: {}", f.name, f.failure.message))
-                .collect::<Vec<_>>()
-                .join("; "),
+            failures_message(failed),
         ),
     };
     let kept_time = previous
@@ -106,6 +102,23 @@ pub fn ready_condition(
         message,
         last_transition_time: kept_time.unwrap_or_else(|| now.to_string()),
     }
+}
+
+/// `container <name>: <message>` for each failure, joined by `; `, built no longer than a
+/// condition's message is kept (a Pod may have a thousand failing containers).
+fn failures_message(failed: &[FailedContainer]) -> String {
+    let mut message = String::new();
+    for f in failed {
+        if message.len() > MAX_CONDITION_MESSAGE * 4 {
+            break;
+        }
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        let text: String = f.failure.message.chars().take(MAX_ERROR).collect();
+        message.push_str(&format!("container {}: {text}", f.name));
+    }
+    message
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! A rollout's new Pods all ask for the same tag at once; one HEAD request answers them all.
 //! Each answer is trusted for a fixed time only, so a moved tag shows within that time (and the
 //! kubelet's `imageID` wins as soon as it is there). The map stays small: when it reaches
-//! `PRUNE_AT` entries, expired ones are dropped. Time is tokio's, so tests run on its paused
+//! `PRUNE_AT` entries, expired ones are dropped, then, if a burst of new tags filled it within
+//! one TTL, the oldest (tags come from Pod specs: any number of them). Time is tokio's, so tests run on its paused
 //! clock; that, and its size (a map and a time per entry), is why this is not a cache crate's
 //! TTL cache, whose clock a test cannot move.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Entries at which expired ones are dropped.
+/// Entries at which expired ones are dropped; never more are kept.
 const PRUNE_AT: usize = 1024;
 
 /// Tag reference → digest, each entry trusted for `ttl`.
@@ -37,10 +38,28 @@ impl TagCache {
         (at.elapsed() < self.ttl).then(|| digest.clone())
     }
 
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("tag cache lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn insert(&self, reference: String, digest: String) {
         let mut entries = self.entries.lock().expect("tag cache lock");
-        if entries.len() >= PRUNE_AT {
+        if entries.len() >= PRUNE_AT && !entries.contains_key(&reference) {
             entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+            while entries.len() >= PRUNE_AT {
+                let Some(oldest) = entries
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                entries.remove(&oldest);
+            }
         }
         entries.insert(reference, (digest, Instant::now()));
     }
@@ -66,5 +85,17 @@ mod tests {
             Some("sha256:bb"),
             "moved tag"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_new_tags_never_grows_the_map_past_its_bound() {
+        let tags = TagCache::new(Duration::from_secs(30));
+        for i in 0..PRUNE_AT + 10 {
+            tags.insert(format!("r/app:{i}"), "sha256:aa".into());
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert_eq!(tags.len(), PRUNE_AT);
+        assert_eq!(tags.get("r/app:0"), None, "the oldest went");
+        assert!(tags.get(&format!("r/app:{}", PRUNE_AT + 9)).is_some());
     }
 }

@@ -8,7 +8,25 @@
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
+use sha2::{Digest as _, Sha256};
+
 use crate::report::crd::WorkloadRef;
+
+/// The longest name most kinds of object may have (a DNS subdomain).
+pub const MAX_OBJECT_NAME: usize = 253;
+
+/// Whether `s` is a valid DNS subdomain (RFC 1123), as Kubernetes checks object names: at most
+/// 253 characters; dot-separated parts of lower-case letters, digits and `-`, each starting and
+/// ending with a letter or digit.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= MAX_OBJECT_NAME
+        && s.split('.').all(|part| {
+            let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+            part.starts_with(alnum)
+                && part.ends_with(alnum)
+                && part.chars().all(|c| alnum(c) || c == '-')
+        })
+}
 
 /// A workload: where a report goes and what owns it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,9 +39,30 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// The report's name: `<kind>-<name>` in lower case (`deployment-web`).
+    /// The report's name, a pure function of the kind and name (so stable across restarts):
+    /// `<kind>-<name>` in lower case (`deployment-web`) when that is a valid object name (a DNS
+    /// subdomain of at most 253 characters); otherwise that name cut short, with what a DNS
+    /// subdomain does not allow replaced by `-`, and `-<8 hex of sha256(kind/name)>` appended,
+    /// so that two long names that share their start still get two reports.
     pub fn report_name(&self) -> String {
-        format!("{}-{}", self.kind.to_ascii_lowercase(), self.name)
+        let plain = format!("{}-{}", self.kind.to_ascii_lowercase(), self.name);
+        if is_dns_subdomain(&plain) {
+            return plain;
+        }
+        let hash = Sha256::digest(format!("{}/{}", self.kind, self.name));
+        let suffix: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let start: String = plain
+            .chars()
+            .map(|c| c.to_ascii_lowercase())
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(MAX_OBJECT_NAME - suffix.len() - 1)
+            .collect();
+        let start = start.trim_matches('-');
+        if start.is_empty() {
+            format!("workload-{suffix}")
+        } else {
+            format!("{start}-{suffix}")
+        }
     }
 
     pub fn reference(&self) -> WorkloadRef {
@@ -188,6 +227,69 @@ mod tests {
             (w.kind.as_str(), w.name.as_str(), w.api_version.as_str()),
             ("Pod", "web-7d9f-abcde", "v1")
         );
+    }
+
+    fn named(kind: &str, name: &str) -> Workload {
+        Workload {
+            namespace: "shop".into(),
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: "u1".into(),
+        }
+    }
+
+    #[test]
+    fn short_report_names_are_the_kind_and_name() {
+        assert_eq!(
+            named("StatefulSet", "db.v2").report_name(),
+            "statefulset-db.v2"
+        );
+    }
+
+    #[test]
+    fn long_report_names_are_cut_to_a_valid_name_with_a_stable_hash_suffix() {
+        let long = "a".repeat(253);
+        let name = named("Deployment", &long).report_name();
+        assert_eq!(name.len(), 253);
+        assert!(is_dns_subdomain(&name), "{name}");
+        assert!(name.starts_with("deployment-aaaa"), "{name}");
+        // The same workload always gets the same name (a restart finds its report again) …
+        assert_eq!(name, named("Deployment", &long).report_name());
+        // … and two that differ only past the cut get two.
+        let other = format!("{}b", "a".repeat(252));
+        assert_ne!(name, named("Deployment", &other).report_name());
+        assert_ne!(name, named("StatefulSet", &long).report_name());
+        // The suffix is the first 8 hex digits of sha256("<kind>/<name>").
+        let hash = Sha256::digest(format!("Deployment/{long}"));
+        assert!(name.ends_with(&format!(
+            "-{:02x}{:02x}{:02x}{:02x}",
+            hash[0], hash[1], hash[2], hash[3]
+        )));
+    }
+
+    #[test]
+    fn names_a_dns_subdomain_forbids_are_made_valid() {
+        for (kind, name) in [
+            ("Deployment", "web..x"),
+            ("Deployment", "Web_1"),
+            ("Widget", "a.-b"),
+            ("Deployment", &format!("{}.-", "x.".repeat(200))),
+            ("", "-"),
+        ] {
+            let report = named(kind, name).report_name();
+            assert!(is_dns_subdomain(&report), "{kind}/{name}: {report}");
+        }
+    }
+
+    #[test]
+    fn dns_subdomains_are_checked_as_kubernetes_does() {
+        for valid in ["a", "deployment-web", "a.b-c.d", &"a".repeat(253)] {
+            assert!(is_dns_subdomain(valid), "{valid}");
+        }
+        for invalid in ["", "A", "-a", "a-", "a..b", "a.-b", "a_b", &"a".repeat(254)] {
+            assert!(!is_dns_subdomain(invalid), "{invalid}");
+        }
     }
 
     #[test]

@@ -442,6 +442,29 @@ impl Registry {
         }
     }
 
+    /// Whether these credentials (anonymous when empty) may pull the manifest `digest`: a HEAD
+    /// request, so nothing is transferred. Denied access is a [`RegistryError::Denied`] or
+    /// [`RegistryError::Token`]; a registry that cannot answer now is a transient error.
+    pub async fn check_manifest_access(
+        &self,
+        image: &Reference,
+        digest: &str,
+        credentials: &[&Credential],
+    ) -> Result<(), RegistryError> {
+        let what = format!("manifest {}", display_ref(image, digest));
+        self.request(
+            Method::HEAD,
+            image,
+            &format!("manifests/{digest}"),
+            MANIFEST_MEDIA_TYPES,
+            credentials,
+            &what,
+            Body::Whole,
+        )
+        .await
+        .map(drop)
+    }
+
     /// Streams a blob, verified: the stream ends with an error unless the bytes match `digest`
     /// and `size`, and it never yields more than `size` bytes. It also ends with an error when
     /// the registry is too slow: less than [`RegistryOptions::blob_min_window_bytes`] in a
