@@ -609,7 +609,7 @@ async fn hostile_layer(row: &mut Row, prefix: &str, image: Image, bound: Duratio
 async fn a_gzip_bomb_is_analyzed_or_refused_within_the_memory_limit() {
     let mut row = Row::new(
         "gzip bomb",
-        "a gzip layer of a few MiB that inflates to 2 GiB of zeros",
+        "a 20 MB gzip layer that inflates to 2 GiB of zeros",
     );
     let image =
         tokio::task::spawn_blocking(|| streamed_image(Compression::Gzip, |b| zeros(b, 2 * GIB)))
@@ -622,7 +622,7 @@ async fn a_gzip_bomb_is_analyzed_or_refused_within_the_memory_limit() {
 async fn a_zstd_bomb_is_analyzed_or_refused_within_the_memory_limit() {
     let mut row = Row::new(
         "zstd bomb",
-        "a zstd layer of < 1 MiB that inflates to 2 GiB of zeros",
+        "a 66 kB zstd layer that inflates to 2 GiB of zeros",
     );
     let image =
         tokio::task::spawn_blocking(|| streamed_image(Compression::Zstd, |b| zeros(b, 2 * GIB)))
