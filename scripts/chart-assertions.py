@@ -46,7 +46,7 @@ EXPECTED_RULES = {
     ("apps", "statefulsets"): {"get"},
     ("apps", "daemonsets"): {"get"},
     ("batch", "cronjobs"): {"get"},
-    ("imagebloat.dev", "imagereports"): {"list", "create", "patch"},
+    ("imagebloat.dev", "imagereports"): {"list", "watch", "create", "patch"},
     ("imagebloat.dev", "imagereports/status"): {"patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }

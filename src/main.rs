@@ -377,18 +377,15 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             _ = term.recv() => {}
         }
     };
-    tokio::select! {
-        result = imagebloat::operator::run(config) => match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("error: {e}");
-                ExitCode::from(1)
-            }
-        },
-        () = stop => {
-            tracing::info!("stopping");
+    match imagebloat::operator::run(config, stop).await {
+        Ok(()) => {
+            tracing::info!("stopped");
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }
@@ -422,8 +419,7 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
                 .unwrap_or_else(|| "default".into()),
             name: args.lease_name,
             identity: identity.clone(),
-            duration: Duration::from_secs(15),
-            renew: Duration::from_secs(5),
+            timing: Default::default(),
         });
     Ok(imagebloat::operator::Config {
         namespaces: args.namespaces,

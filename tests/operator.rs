@@ -330,6 +330,155 @@ async fn private_image_is_pulled_with_the_service_accounts_pull_secret() {
     assert!(!op.log().contains(&password), "no secret in the log");
 }
 
+/// The basic-auth registry's access-log lines for blob GETs in `repository` (its log sits next
+/// to the plain registry's).
+fn auth_registry_blob_gets(repository: &str) -> usize {
+    let log =
+        std::path::Path::new(&env("IMAGEBLOAT_TEST_REGISTRY_LOG")).with_file_name("registry-b.log");
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("\"GET /v2/{repository}/blobs/")))
+        .count()
+}
+
+#[tokio::test]
+async fn a_private_digest_run_in_another_namespace_without_its_pull_secret_gets_no_findings() {
+    let owner = Cluster::new("e2e-iso-owner").await;
+    let other = Cluster::new("e2e-iso-other").await;
+    let reg = env("IMAGEBLOAT_TEST_REGISTRY_AUTH");
+    let (user, password) = (
+        env("IMAGEBLOAT_TEST_REGISTRY_USER"),
+        env("IMAGEBLOAT_TEST_REGISTRY_PASSWORD"),
+    );
+    let image =
+        ImageBuilder::new(vec![Layer::new("ADD secret-app").sized("secret", 7_777)]).build();
+    let repository = format!("private/iso-{}", std::process::id());
+    let reference = format!("{reg}/{repository}:1");
+    let image = Pushed {
+        digest: Pusher::basic_auth().push(&image, &reference).await,
+        reference,
+    };
+    owner
+        .give_the_default_service_account_a_pull_secret(&reg, &user, &password)
+        .await;
+    let op = owner.start_operator(&["--insecure-registry", &reg, "--namespaces", &other.ns]);
+    owner.deploy_running("private", &image).await;
+    let status = owner
+        .report("deployment-private", &op)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(status.summary.unwrap().size_bytes, 7_777);
+    let downloaded = auth_registry_blob_gets(&repository);
+    assert!(downloaded >= 1, "the owner's analysis downloaded the image");
+
+    // The same tag and digest (the kubelet's imageID) in a namespace without the pull secret.
+    other.deploy_running("thief", &image).await;
+    let container = other
+        .wait_for_report(
+            "a report without findings",
+            "deployment-thief",
+            Duration::from_secs(60),
+            |r| {
+                let c = r?.status?.containers.into_iter().next()?;
+                c.reason.is_some().then_some(c)
+            },
+        )
+        .await;
+    assert_eq!(container.reason.as_deref(), Some("Unauthorized"));
+    assert!(container.findings.is_none(), "no files, history or advice");
+    let report = other
+        .api::<imagebloat::report::crd::ImageReport>()
+        .get("deployment-thief")
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&report).unwrap();
+    assert!(
+        !text.contains("secret-app") && !text.contains("7777"),
+        "{text}"
+    );
+    assert_eq!(
+        auth_registry_blob_gets(&repository),
+        downloaded,
+        "no blob downloaded for the namespace without the secret"
+    );
+    // The owner's report is untouched.
+    let status = owner
+        .report("deployment-private", &op)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(status.summary.unwrap().size_bytes, 7_777);
+}
+
+#[tokio::test]
+async fn relabelling_a_pod_in_a_loop_downloads_a_failing_image_once_per_backoff_period() {
+    let cluster = Cluster::new("e2e-backoff").await;
+    let image = ImageBuilder::new(vec![Layer::new("ADD big").sized("big", 100_000)]).build();
+    let image = push("e2e-backoff", &image).await;
+    // The suite retries after 1 s: attempts 0 s, 1 s, 3 s, 7 s... after the first failure.
+    let op = cluster.start_operator(&["--max-layer-bytes", "10KiB"]);
+    cluster.deploy_running("bomb", &image).await;
+    let message = cluster
+        .wait_for_report(
+            "a failure condition",
+            "deployment-bomb",
+            Duration::from_secs(60),
+            |r| {
+                let c = r?
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready")?;
+                (c.status == "False").then_some(c.message)
+            },
+        )
+        .await;
+    assert!(message.contains("retrying in 1s after: "), "{message}");
+    let per_attempt = wait_for(
+        "the attempt's downloads",
+        Duration::from_secs(10),
+        || async {
+            let n = image.blob_gets();
+            (n >= 1).then_some(n)
+        },
+    )
+    .await;
+
+    // Relabelled for 2.5 s: without a backoff, each relabel would download the image again.
+    let pods = cluster.api::<Pod>();
+    let pod = cluster.pods(1).await.remove(0);
+    let name = pod.metadata.name.as_deref().unwrap();
+    let until = std::time::Instant::now() + Duration::from_millis(2_500);
+    let mut relabels = 0;
+    while std::time::Instant::now() < until {
+        let labels = serde_json::json!({"metadata": {"labels": {"churn": relabels.to_string()}}});
+        pods.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(labels),
+        )
+        .await
+        .unwrap();
+        relabels += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(relabels >= 20, "{relabels}");
+    // Series without labels.
+    let value = |s: &str, name: &str| -> Option<f64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    op.scrape_until("skipped attempts", Duration::from_secs(30), |s| {
+        value(s, "imagebloat_analyses_skipped_total").unwrap_or(0.0) >= 1.0
+            && value(s, "imagebloat_analysis_backoff_images") == Some(1.0)
+    })
+    .await;
+    let attempts = image.blob_gets() / per_attempt;
+    assert!(attempts <= 3, "{attempts} attempts for {relabels} relabels");
+}
+
 #[tokio::test]
 async fn multi_arch_image_on_an_arm64_node_reports_the_arm64_manifest() {
     let cluster = Cluster::on_arch("e2e-arm", "arm64").await;

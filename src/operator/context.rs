@@ -46,6 +46,8 @@ pub struct Context {
     pub images: Images,
     pub slots: AnalysisSlots,
     pub written: WrittenStatuses,
+    /// Checked right before every write: with election, valid only while this replica leads.
+    pub leadership: super::leader::Leadership,
 }
 
 impl Context {
@@ -74,6 +76,7 @@ impl Context {
             images: Images::new(config.layer_cache_bytes, config.retry),
             slots: AnalysisSlots::new(config.concurrency, config.per_registry),
             written: WrittenStatuses::default(),
+            leadership: Default::default(),
             config,
         };
         Ok((ctx, writers))

@@ -15,6 +15,11 @@
 //! backoff in `failures`. `context` holds what reconciles share; `seed` reads existing reports
 //! back at start; `gone` tells workloads without Pods that they were deleted; `server` answers
 //! `/metrics` and the probes.
+//!
+//! With leader election (`leader`), only the leader runs the watches and workers, and every
+//! write checks its `Leadership` right before it is sent (`publish`): a leader whose renew
+//! deadline passed writes nothing more, and `run` returns `LeaderLost` so the process exits and
+//! restarts as a standby. On SIGTERM the leader stops writing and releases the Lease first.
 
 pub mod access;
 pub mod analyze;
@@ -106,14 +111,52 @@ pub enum OperatorError {
 /// How often, and after how long unused, findings of images no workload runs are dropped.
 const IMAGE_PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
-/// Runs the operator until it fails or loses leadership.
-pub async fn run(config: Config) -> Result<(), OperatorError> {
+/// Runs the operator until `shutdown` completes (then `Ok`: a leader first stops writing and
+/// releases its Lease), or until it fails or loses leadership (then the error; the process exits
+/// and, restarted, stands by).
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), OperatorError> {
     let namespaces = NamespaceFilter::new(&config.namespaces, &config.exclude_namespaces)?;
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
     let readiness = server::start(config.metrics_addr, metrics.clone()).await?;
-    let elector = lead(&client, &config, &readiness).await?;
-    let (ctx, stores) = Context::new(client, config, metrics, namespaces)?;
+    let elector = config
+        .lease
+        .clone()
+        .map(|lease| Arc::new(leader::Elector::new(client.clone(), lease)));
+    let operate = operate(
+        client,
+        config,
+        metrics,
+        namespaces,
+        &readiness,
+        elector.clone(),
+    );
+    tokio::select! {
+        result = operate => result,
+        () = shutdown => {
+            if let Some(e) = elector {
+                e.release().await;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn operate(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    namespaces: NamespaceFilter,
+    readiness: &Readiness,
+    elector: Option<Arc<leader::Elector>>,
+) -> Result<(), OperatorError> {
+    if let Some(e) = &elector {
+        lead(e, readiness).await;
+    }
+    let (mut ctx, stores) = Context::new(client, config, metrics, namespaces)?;
+    if let Some(e) = &elector {
+        ctx.leadership = e.leadership();
+    }
     let ctx = Arc::new(ctx);
     let mut tasks = JoinSet::new();
     watch::owners_and_nodes(
@@ -121,12 +164,13 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
         stores.replicasets,
         stores.jobs,
         stores.nodes,
+        &readiness.watches,
         &mut tasks,
     )
     .await?;
     reconcile::seed_from_reports(&ctx).await?;
     let work = Arc::new(Queue::new(Backoff::new(ctx.config.retry)));
-    watch::pods(&ctx, stores.pods, &work, &mut tasks).await?;
+    watch::pods(&ctx, stores.pods, &work, &readiness.watches, &mut tasks).await?;
     readiness.set(true);
     tracing::info!("watching pods");
     tasks.spawn(gone::follow_report_deletions(ctx.clone(), work.clone()));
@@ -135,21 +179,12 @@ pub async fn run(config: Config) -> Result<(), OperatorError> {
     until_stopped(elector, tasks).await
 }
 
-/// With leader election, waits until this replica leads; standing by counts as ready (the
-/// replica is healthy, only not the writer). Without, returns at once.
-async fn lead(
-    client: &Client,
-    config: &Config,
-    readiness: &Readiness,
-) -> Result<Option<leader::Elector>, OperatorError> {
-    let Some(lease) = config.lease.clone() else {
-        return Ok(None);
-    };
-    let elector = leader::Elector::new(client.clone(), lease);
+/// Waits until this replica leads; standing by counts as ready (the replica is healthy, only not
+/// the writer).
+async fn lead(elector: &leader::Elector, readiness: &Readiness) {
     readiness.set(true);
-    elector.acquire().await?;
+    elector.acquire().await;
     readiness.set(false);
-    Ok(Some(elector))
 }
 
 /// Takes workloads off the queue and reconciles each at once (see `queue` for why there is no
@@ -195,7 +230,7 @@ async fn prune_unused_images(ctx: Arc<Context>) {
 
 /// Runs until leadership is lost or, without election, until a watch stops.
 async fn until_stopped(
-    elector: Option<leader::Elector>,
+    elector: Option<Arc<leader::Elector>>,
     mut tasks: JoinSet<()>,
 ) -> Result<(), OperatorError> {
     match elector {

@@ -1,5 +1,9 @@
 //! What a reconcile tells the cluster when a workload's report changed: the `ImageReport`
 //! (server-side apply, owned by the workload) and an Event on the workload.
+//!
+//! Every write (the report, its status, the Event) first checks `ctx.leadership`: with leader
+//! election, a replica whose renew deadline passed without a successful renew writes nothing
+//! more, so a rollout or a stalled leader never makes two writers (see `leader`).
 
 use std::collections::BTreeMap;
 
@@ -40,12 +44,14 @@ pub async fn write_report(
     ]));
     let params = PatchParams::apply(MANAGER).force();
     let result = async {
+        still_leader(ctx)?;
         api.patch(&name, &params, &Patch::Apply(&report)).await?;
         let body = json!({
             "apiVersion": crate::operator::report_api_version(),
             "kind": "ImageReport",
             "status": status,
         });
+        still_leader(ctx)?;
         api.patch_status(&name, &params, &Patch::Apply(&body)).await
     }
     .await;
@@ -54,6 +60,17 @@ pub async fn write_report(
         .with_label_values(&[if result.is_ok() { "success" } else { "error" }])
         .inc();
     result.map(drop)
+}
+
+/// An error unless this replica may write now.
+fn still_leader(ctx: &Context) -> Result<(), kube::Error> {
+    if ctx.leadership.holds() {
+        Ok(())
+    } else {
+        Err(kube::Error::Service(
+            "not the leader any more: write skipped".into(),
+        ))
+    }
 }
 
 /// A label value: at most 63 characters, starting and ending alphanumeric.
@@ -92,6 +109,9 @@ pub async fn publish_event(
         action: "Analyze".into(),
         secondary: None,
     };
+    if still_leader(ctx).is_err() {
+        return;
+    }
     if let Err(e) = ctx.recorder.publish(&event, &regarding).await {
         tracing::warn!(namespace = %w.namespace, workload = %w.name, error = %e, "cannot publish event");
     }

@@ -518,6 +518,41 @@ mod tests {
         );
     }
 
+    fn failed(transient: bool) -> FailedContainer {
+        FailedContainer {
+            name: "main".into(),
+            failure: analyze::ContainerFailure {
+                reason: "R".into(),
+                message: "m".into(),
+                transient,
+            },
+        }
+    }
+
+    #[test]
+    fn a_failure_that_may_pass_is_retried_when_its_images_backoff_is_over() {
+        let secs = Duration::from_secs;
+        assert_eq!(after_failures(&[], &[]), Action::Await);
+        assert_eq!(
+            after_failures(&[failed(false)], &[Some(secs(40))]),
+            Action::Await,
+            "a bomb waits for the next Pod event (and then its backoff)"
+        );
+        assert_eq!(
+            after_failures(
+                &[failed(true), failed(true)],
+                &[Some(secs(40)), Some(secs(5))]
+            ),
+            Action::RequeueAfter(secs(5)),
+            "the image due soonest"
+        );
+        assert_eq!(
+            after_failures(&[failed(true), failed(true)], &[Some(secs(40)), None]),
+            Action::Retry,
+            "a registry that could not prove access: the workload's own backoff"
+        );
+    }
+
     fn workload(api_version: &str, kind: &str) -> Workload {
         Workload {
             namespace: "shop".into(),

@@ -73,8 +73,8 @@ fn remember_findings(ctx: &Context, f: &ImageFindings) -> usize {
         .count()
 }
 
-/// Reports per LIST page: the API server answers each page from one bounded response instead
-/// of every report in the cluster at once.
+/// Reports listed per request at start: a cluster with many reports is read in pages, never in
+/// one response the API server must build whole.
 const LIST_PAGE: u32 = 500;
 
 /// The existing reports in `namespaces` (all namespaces when empty), listed page by page.
@@ -82,30 +82,25 @@ pub async fn list_reports(
     client: &Client,
     namespaces: &[String],
 ) -> Result<Vec<ImageReport>, kube::Error> {
-    let mut out = Vec::new();
     if namespaces.is_empty() {
-        list_pages(&Api::<ImageReport>::all(client.clone()), &mut out).await?;
-    } else {
-        for ns in namespaces {
-            list_pages(
-                &Api::<ImageReport>::namespaced(client.clone(), ns),
-                &mut out,
-            )
-            .await?;
-        }
+        return list_pages(&Api::all(client.clone())).await;
+    }
+    let mut out = Vec::new();
+    for ns in namespaces {
+        out.extend(list_pages(&Api::namespaced(client.clone(), ns)).await?);
     }
     Ok(out)
 }
 
-/// Every object of `api`, `LIST_PAGE` at a time, following the continue token.
-async fn list_pages(api: &Api<ImageReport>, out: &mut Vec<ImageReport>) -> Result<(), kube::Error> {
+async fn list_pages(api: &Api<ImageReport>) -> Result<Vec<ImageReport>, kube::Error> {
+    let mut out = Vec::new();
     let mut params = ListParams::default().limit(LIST_PAGE);
     loop {
         let page = api.list(&params).await?;
         out.extend(page.items);
-        match page.metadata.continue_.filter(|t| !t.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(()),
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(out),
         }
     }
 }

@@ -1,5 +1,8 @@
 //! The watches: caches of the owners and Nodes a reconcile reads, and the Pod watch that turns
 //! Pod events into workload keys on the work queue.
+//!
+//! Every watch retries on its own (with backoff); each error is logged with the resource and
+//! counted in `WatchHealth`, which `/readyz` reads (see `server`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use tokio::task::JoinSet;
 
 use super::context::Context;
 use super::queue::{Backoff, Queue};
+use super::server::WatchHealth;
 use super::workload::{Unresolved, Workload};
 use super::{OperatorError, slim};
 
@@ -33,11 +37,14 @@ pub async fn owners_and_nodes(
     replicasets: Writer<PartialObjectMeta<ReplicaSet>>,
     jobs: Writer<PartialObjectMeta<Job>>,
     nodes: Writer<Node>,
+    health: &WatchHealth,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), OperatorError> {
-    tasks.spawn(owner_cache(&ctx.client, replicasets));
-    tasks.spawn(owner_cache(&ctx.client, jobs));
-    tasks.spawn(drain(
+    tasks.spawn(owner_cache(&ctx.client, replicasets, "replicasets", health));
+    tasks.spawn(owner_cache(&ctx.client, jobs, "jobs", health));
+    tasks.spawn(follow_errors(
+        "nodes",
+        health.clone(),
         watcher(Api::<Node>::all(ctx.client.clone()), watch_config())
             .default_backoff()
             .modify(slim::node)
@@ -57,11 +64,15 @@ pub async fn owners_and_nodes(
 fn owner_cache<K>(
     client: &Client,
     writer: Writer<PartialObjectMeta<K>>,
+    resource: &'static str,
+    health: &WatchHealth,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
-    drain(
+    follow_errors(
+        resource,
+        health.clone(),
         watcher(
             Api::<PartialObjectMeta<K>>::all(client.clone()),
             watch_config(),
@@ -72,9 +83,27 @@ where
     )
 }
 
-async fn drain<S: futures_util::Stream + Send + 'static>(stream: S) {
+/// Runs a cache's watch (the reflector does the work), logging its errors with `resource` and
+/// telling `health` whether it works.
+async fn follow_errors<S, K>(resource: &'static str, health: WatchHealth, stream: S)
+where
+    S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
     let mut stream = Box::pin(stream);
-    while stream.next().await.is_some() {}
+    while let Some(event) = stream.next().await {
+        watched(resource, &health, event.as_ref().err());
+    }
+}
+
+/// Logs a watch's error with its resource, and tells `health`.
+fn watched(resource: &'static str, health: &WatchHealth, error: Option<&watcher::Error>) {
+    match error {
+        Some(e) => {
+            tracing::warn!(resource, error = %e, "watch error; retrying");
+            health.failed(resource);
+        }
+        None => health.works(resource),
+    }
 }
 
 /// Starts the Pod watch on `tasks`, pushing the workload of every Pod event onto `work`; returns
@@ -83,11 +112,13 @@ pub async fn pods(
     ctx: &Arc<Context>,
     writer: Writer<Pod>,
     work: &Arc<Queue<Workload>>,
+    health: &WatchHealth,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), OperatorError> {
     let events = Arc::new(PodEvents {
         ctx: ctx.clone(),
         work: work.clone(),
+        health: health.clone(),
         owner_pending: Queue::new(Backoff::new(OWNER_WAIT)),
     });
     let api: Api<Pod> = match ctx.config.namespaces.as_slice() {
@@ -111,6 +142,7 @@ pub async fn pods(
 struct PodEvents {
     ctx: Arc<Context>,
     work: Arc<Queue<Workload>>,
+    health: WatchHealth,
     /// Pods whose owner was not cached yet when their event came, to look at again shortly.
     owner_pending: Queue<ObjectRef<Pod>>,
 }
@@ -122,14 +154,14 @@ impl PodEvents {
     {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
+            watched("pods", &self.health, event.as_ref().err());
             match event {
                 Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
                     self.pod_changed(&pod, false)
                 }
                 Ok(watcher::Event::Delete(pod)) => self.pod_changed(&pod, true),
                 Ok(watcher::Event::InitDone) => self.relisted(),
-                Ok(watcher::Event::Init) => {}
-                Err(e) => tracing::warn!(error = %e, "pod watch error"),
+                Ok(watcher::Event::Init) | Err(_) => {}
             }
         }
     }
