@@ -78,7 +78,7 @@ fn report(w: &Workload, status: imagebloat::report::crd::ImageReportStatus) -> I
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 12,
+        cases: 8,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

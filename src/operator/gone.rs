@@ -11,14 +11,18 @@
 //!
 //! Watching the workload kinds themselves would need a watch per kind (and RBAC for each,
 //! including custom kinds), for the same answer.
+//!
+//! A deletion while the watch was down comes as no event: the watch's next listing is compared
+//! with the reports it knew (a workload per report), and those missing count as deleted.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::context::{Context, report_key};
+use super::context::{Context, ReportKey, report_key};
 use super::queue::Queue;
 use super::workload::{Workload, controller_of};
 use crate::report::crd::ImageReport;
@@ -31,22 +35,85 @@ pub async fn follow_report_deletions(ctx: Arc<Context>, work: Arc<Queue<Workload
     };
     let config = watcher::Config::default().any_semantic();
     let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+    let mut reports = KnownReports::default();
     while let Some(event) = events.next().await {
-        match event {
-            Ok(watcher::Event::Delete(report)) => {
-                if let Some(w) = owner_of(&report) {
-                    if !ctx.cluster.namespaces.watches(&w.namespace) {
-                        continue;
-                    }
-                    tracing::debug!(namespace = %w.namespace, workload = %w.name, "report deleted");
-                    ctx.written
-                        .remove(&report_key(&w.namespace, &w.kind, &w.uid));
-                    work.push(w);
-                }
+        let deleted = match event {
+            Ok(watcher::Event::Init) => {
+                reports.listing();
+                vec![]
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(resource = "imagereports", error = %e, "watch error"),
+            Ok(watcher::Event::InitApply(r)) => {
+                reports.listed(owner_of(&r));
+                vec![]
+            }
+            Ok(watcher::Event::Apply(r)) => {
+                reports.applied(owner_of(&r));
+                vec![]
+            }
+            Ok(watcher::Event::InitDone) => reports.listing_done(),
+            Ok(watcher::Event::Delete(r)) => reports.deleted(owner_of(&r)),
+            Err(e) => {
+                tracing::warn!(resource = "imagereports", error = %e, "watch error");
+                vec![]
+            }
+        };
+        for w in deleted {
+            if !ctx.cluster.namespaces.watches(&w.namespace) {
+                continue;
+            }
+            tracing::debug!(namespace = %w.namespace, workload = %w.name, "report deleted");
+            ctx.written
+                .remove(&report_key(&w.namespace, &w.kind, &w.uid));
+            work.push(w);
         }
+    }
+}
+
+/// The workload of each report the watch knows, and, during a listing, those listed so far.
+#[derive(Default)]
+struct KnownReports {
+    known: HashMap<ReportKey, Workload>,
+    listed: HashSet<ReportKey>,
+}
+
+fn key_of(w: &Workload) -> ReportKey {
+    report_key(&w.namespace, &w.kind, &w.uid)
+}
+
+impl KnownReports {
+    fn listing(&mut self) {
+        self.listed.clear();
+    }
+
+    fn listed(&mut self, w: Option<Workload>) {
+        if let Some(w) = w {
+            self.listed.insert(key_of(&w));
+            self.known.insert(key_of(&w), w);
+        }
+    }
+
+    fn applied(&mut self, w: Option<Workload>) {
+        if let Some(w) = w {
+            self.known.insert(key_of(&w), w);
+        }
+    }
+
+    /// The workloads of known reports the listing did not have (deleted while unwatched).
+    fn listing_done(&mut self) -> Vec<Workload> {
+        let listed = std::mem::take(&mut self.listed);
+        let gone: Vec<ReportKey> = self
+            .known
+            .keys()
+            .filter(|k| !listed.contains(*k))
+            .cloned()
+            .collect();
+        gone.iter().filter_map(|k| self.known.remove(k)).collect()
+    }
+
+    fn deleted(&mut self, w: Option<Workload>) -> Vec<Workload> {
+        let Some(w) = w else { return vec![] };
+        self.known.remove(&key_of(&w));
+        vec![w]
     }
 }
 
@@ -66,6 +133,33 @@ fn owner_of(report: &PartialObjectMeta<ImageReport>) -> Option<Workload> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn web(uid: &str) -> Workload {
+        Workload {
+            namespace: "shop".into(),
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: format!("web-{uid}"),
+            uid: uid.into(),
+        }
+    }
+
+    #[test]
+    fn a_report_deleted_while_the_watch_was_down_counts_as_deleted_at_the_next_listing() {
+        let mut reports = KnownReports::default();
+        reports.listing();
+        reports.listed(Some(web("a")));
+        reports.listed(Some(web("b")));
+        assert_eq!(reports.listing_done(), [], "the first listing");
+        reports.applied(Some(web("c")));
+        assert_eq!(reports.deleted(Some(web("c"))), [web("c")]);
+        // The watch restarts; "b" went meanwhile.
+        reports.listing();
+        reports.listed(Some(web("a")));
+        assert_eq!(reports.listing_done(), [web("b")]);
+        assert_eq!(reports.known.len(), 1, "only what exists is kept");
+        assert!(reports.listed.is_empty());
+    }
 
     #[test]
     fn a_reports_workload_is_its_controlling_owner() {
