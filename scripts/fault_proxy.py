@@ -2,6 +2,11 @@
 """Fault-injecting reverse proxy in front of a test registry (stdlib only).
 
 Usage: fault_proxy.py --listen-port P --upstream HOST:PORT [--listen-host 127.0.0.1] [--log FILE]
+                      [--tls-cert PEM --tls-key PEM] [--arm JSON ...]
+
+With --tls-cert and --tls-key it serves HTTPS (the upstream stays plain HTTP). --arm arms a fault
+at start-up (the same JSON as POST /_fault), for a TLS proxy whose control API a test cannot
+easily reach.
 
 Every request is forwarded to the upstream registry unchanged (method, path, query, headers, body;
 chunked request bodies are streamed through re-chunked) and the response is streamed back in chunks.
@@ -22,6 +27,14 @@ Control API on the same port (paths a registry never serves):
       {"mode": "truncate", "pathContains": "...", "count": N}
           forwards the request, sends the full Content-Length header but only the first half of the
           body, then closes the connection.
+      {"mode": "respond", "pathContains": "...", "count": N, "status": 200,
+       "headers": {"Location": "http://{proxy}{path}"}, "bodyBytes": 1073741824, "announce": true,
+       "trickleSeconds": 20}
+          the proxy answers itself: `status`, `headers` (in values "{proxy}" is this proxy's own
+          address as the client named it, "{path}" the request's path and query), then
+          `bodyBytes` bytes of "x" (null: endless), announced by Content-Length when `announce`
+          (else delimited by the close); with `trickleSeconds`, one byte per that many seconds.
+          Hostile registries: floods, trickles, redirect loops, bearer challenges, huge tokens.
       corrupt and truncate only fire on responses that have a body (not HEAD, not empty), so a HEAD
       before a GET does not use them up. Faults are checked in the order they were armed; the first
       live one that matches fires. The response is the armed fault as JSON with an "id".
@@ -37,6 +50,7 @@ import http.client
 import http.server
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -80,8 +94,8 @@ class State:
 
     def arm(self, spec):
         mode = spec.get("mode", "status")
-        if mode not in ("status", "corrupt", "truncate"):
-            raise ValueError("mode must be status, corrupt or truncate")
+        if mode not in ("status", "corrupt", "truncate", "respond"):
+            raise ValueError("mode must be status, corrupt, truncate or respond")
         fault = {
             "mode": mode,
             "count": int(spec.get("count", 1)),
@@ -93,6 +107,14 @@ class State:
             retry_after = spec.get("retryAfter")
             fault["retryAfter"] = None if retry_after is None else str(retry_after)
             fault["code"] = spec.get("code") or ERROR_CODES.get(fault["status"], "UNKNOWN")
+        if mode == "respond":
+            fault["status"] = int(spec.get("status", 200))
+            fault["headers"] = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
+            body_bytes = spec.get("bodyBytes", 0)
+            fault["bodyBytes"] = None if body_bytes is None else int(body_bytes)
+            fault["announce"] = bool(spec.get("announce", True))
+            trickle = spec.get("trickleSeconds")
+            fault["trickleSeconds"] = None if trickle is None else float(trickle)
         with self.lock:
             fault["id"] = self.next_id
             self.next_id += 1
@@ -261,6 +283,12 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def proxy(self):
         method = self.command
+        fault = self.state.take(method, self.path, ("respond",))
+        if fault is not None:
+            self.drain_request_body()
+            self.state.record(method, self.path, fault["status"], "respond")
+            self.respond(method, fault)
+            return
         fault = self.state.take(method, self.path, ("status",))
         if fault is not None:
             self.drain_request_body()
@@ -317,6 +345,39 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.relay(method, response)
         finally:
             upstream.close()
+
+    def respond(self, method, fault):
+        """Answers with the fault's status, headers and (possibly endless or trickled) body."""
+        proxy = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
+        self.send_response(fault["status"])
+        for name, value in fault["headers"].items():
+            self.send_header(name, value.replace("{proxy}", proxy).replace("{path}", self.path))
+        total = fault["bodyBytes"]
+        has_body = method != "HEAD" and total != 0
+        if total is not None and (fault["announce"] or not has_body):
+            self.send_header("Content-Length", str(total if has_body else 0))
+        if has_body and (total is None or not fault["announce"]):
+            self.close_connection = True
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if not has_body:
+            return
+        block = b"x" * CHUNK
+        sent = 0
+        try:
+            while total is None or sent < total:
+                if fault["trickleSeconds"] is not None:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    sent += 1
+                    time.sleep(fault["trickleSeconds"])
+                    continue
+                piece = block if total is None else block[: min(CHUNK, total - sent)]
+                self.wfile.write(piece)
+                sent += len(piece)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+            self.close_connection = True
 
     def relay(self, method, response):
         status = response.status
@@ -426,15 +487,24 @@ def main():
     parser.add_argument("--listen-host", default="127.0.0.1")
     parser.add_argument("--upstream", required=True, help="HOST:PORT of the plain-HTTP registry")
     parser.add_argument("--log", help="append an access log line per request to this file")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    parser.add_argument("--arm", action="append", default=[], help="a fault to arm at start-up (JSON)")
     args = parser.parse_args()
 
     ProxyHandler.state = State()
     ProxyHandler.upstream = args.upstream
     ProxyHandler.log_file = open(args.log, "a", encoding="utf-8") if args.log else None
+    for spec in args.arm:
+        ProxyHandler.state.arm(json.loads(spec))
 
     http.server.ThreadingHTTPServer.daemon_threads = True
     http.server.ThreadingHTTPServer.allow_reuse_address = True
     server = http.server.ThreadingHTTPServer((args.listen_host, args.listen_port), ProxyHandler)
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(
         "fault proxy listening on %s:%d, upstream %s" % (args.listen_host, args.listen_port, args.upstream),
         file=sys.stderr,

@@ -9,6 +9,9 @@
 #   scripts/kube-testenv.sh down   stop what `up` started (by pid file); safe to repeat
 #   scripts/kube-testenv.sh env    print the path of the env file (a sourceable list of `export` lines)
 #   scripts/kube-testenv.sh status exit 0 when the env file exists and the API server is ready
+#   scripts/kube-testenv.sh restart-apiserver
+#                                  SIGKILL kube-apiserver and start it again on the same etcd,
+#                                  port and certificates (the control-plane fault tests)
 #
 # An existing cluster instead: with IMAGEBLOAT_TEST_KUBECONFIG=FILE, `up` starts nothing. It checks
 # that the cluster FILE's current context names answers, fetches kubectl and helm (no build), and
@@ -145,19 +148,22 @@ cmd_up() {
   wait_http etcd etcd "http://127.0.0.1:$p_etcd/health" 200
 
   log "starting kube-apiserver $KUBE_VERSION on https://127.0.0.1:$p_api"
-  start kube-apiserver "$bin/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$p_etcd" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$p_api" --insecure-port=0 \
-    --cert-dir="$KUBE/certs" \
-    --service-account-issuer=https://kubernetes.default.svc \
-    --service-account-key-file="$KUBE/pki/sa.pub" \
-    --service-account-signing-key-file="$KUBE/pki/sa.key" \
-    --token-auth-file="$KUBE/pki/tokens.csv" \
-    --authorization-mode=RBAC \
-    --service-cluster-ip-range=10.0.0.0/24 \
-    --endpoint-reconciler-type=none \
-    --allow-privileged=true \
-    --profiling=false
+  local apiserver=("$bin/kube-apiserver"
+    --etcd-servers="http://127.0.0.1:$p_etcd"
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$p_api" --insecure-port=0
+    --cert-dir="$KUBE/certs"
+    --service-account-issuer=https://kubernetes.default.svc
+    --service-account-key-file="$KUBE/pki/sa.pub"
+    --service-account-signing-key-file="$KUBE/pki/sa.key"
+    --token-auth-file="$KUBE/pki/tokens.csv"
+    --authorization-mode=RBAC
+    --service-cluster-ip-range=10.0.0.0/24
+    --endpoint-reconciler-type=none
+    --allow-privileged=true
+    --profiling=false)
+  # `restart-apiserver` starts the same command again.
+  printf '%s\0' "${apiserver[@]}" >"$KUBE/run/kube-apiserver.cmd"
+  start kube-apiserver "${apiserver[@]}"
   # The certificate appears in cert-dir only once the server has generated it.
   local deadline=$((SECONDS + READY_TIMEOUT))
   while [ ! -s "$KUBE/certs/apiserver.crt" ]; do
@@ -226,6 +232,42 @@ EOF
   log "up in $((SECONDS - started)) s (/readyz after ${t_ready} s); env file: $ENV_FILE"
 }
 
+# Kills kube-apiserver (SIGKILL: no graceful shutdown) and starts it again with the same command,
+# certificates and etcd; returns once it answers /readyz. Clients see the connection drop.
+cmd_restart_apiserver() {
+  { [ -f "$ENV_FILE" ] && [ -f "$KUBE/run/kube-apiserver.cmd" ]; } || die "no local cluster is up"
+  # shellcheck disable=SC1090
+  source "$ENV_FILE"
+  local pidfile="$KUBE/run/kube-apiserver.pid" apiserver=()
+  if pid_is_ours "$pidfile"; then
+    kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+    while pid_is_ours "$pidfile"; do sleep 0.05; done
+  fi
+  mapfile -d '' apiserver <"$KUBE/run/kube-apiserver.cmd"
+  log "kube-apiserver killed; starting it again"
+  local deadline=$((SECONDS + READY_TIMEOUT)) got=""
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    if ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+      # Not started yet, or exited (the killed one's port can stay busy for a moment): start.
+      # Appends to the log: the life before the kill stays readable.
+      setsid "${apiserver[@]}" >>"$KUBE/log/kube-apiserver.log" 2>&1 </dev/null &
+      echo "$!" >"$pidfile"
+    fi
+    got="$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 --cacert "$IMAGEBLOAT_TEST_KUBE_CA" \
+      -H "Authorization: Bearer $IMAGEBLOAT_TEST_KUBE_TOKEN" "$IMAGEBLOAT_TEST_KUBE_SERVER/readyz" || true)"
+    [ "$got" = 200 ] && return 0
+    sleep 0.5
+  done
+  log "last lines of $KUBE/log/kube-apiserver.log:"
+  tail -n 30 "$KUBE/log/kube-apiserver.log" >&2 || true
+  die "kube-apiserver did not answer /readyz within ${READY_TIMEOUT}s after the restart (last status: ${got:-none})"
+}
+
+cmd_env() {
+  [ -f "$ENV_FILE" ] || die "no env file at $ENV_FILE: run scripts/kube-testenv.sh up first"
+  echo "$ENV_FILE"
+}
+
 cmd_status() {
   [ -f "$ENV_FILE" ] || return 1
   (
@@ -245,8 +287,9 @@ case "${1:-}" in
   down) cmd_down ;;
   env) print_env_file ;;
   status) cmd_status ;;
+  restart-apiserver) cmd_restart_apiserver ;;
   *)
-    echo "usage: $0 up|down|env" >&2
+    echo "usage: $0 up|down|env|status|restart-apiserver" >&2
     exit 2
     ;;
 esac

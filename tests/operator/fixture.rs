@@ -51,6 +51,32 @@ pub struct Cluster {
     pub client: Client,
     pub ns: String,
     node: String,
+    _control_plane: ControlPlane,
+}
+
+/// A lock on the test bed's control plane, held for a [`Cluster`]'s lifetime: shared by the
+/// ordinary scenarios, exclusive for one that kills the API server (no other test sees that).
+struct ControlPlane {
+    _lock: std::fs::File,
+}
+
+impl ControlPlane {
+    fn lock(exclusive: bool) -> Self {
+        let path = format!("{}.lock", env("KUBECONFIG"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        }
+        .expect("lock the control plane");
+        ControlPlane { _lock: file }
+    }
 }
 
 impl Cluster {
@@ -61,7 +87,23 @@ impl Cluster {
 
     /// A namespace named after `prefix`, with its Pods on the Node `e2e-ARCH`.
     pub async fn on_arch(prefix: &str, arch: &str) -> Self {
-        env("KUBECONFIG");
+        Self::locked(prefix, arch, false).await
+    }
+
+    /// [`new`](Self::new), once no other test uses the control plane and until this one ends:
+    /// for a scenario that stops or restarts the API server.
+    #[allow(dead_code)] // tests/hostile_operator.rs
+    pub async fn with_the_control_plane_to_itself(prefix: &str) -> Self {
+        Self::locked(prefix, "amd64", true).await
+    }
+
+    async fn locked(prefix: &str, arch: &str, exclusive: bool) -> Self {
+        let lock = {
+            env("KUBECONFIG");
+            tokio::task::spawn_blocking(move || ControlPlane::lock(exclusive))
+                .await
+                .unwrap()
+        };
         let client = Client::try_default()
             .await
             .expect("kube client from KUBECONFIG");
@@ -69,7 +111,12 @@ impl Cluster {
         let node = format!("e2e-{arch}");
         create_node(&client, &node, arch).await;
         let ns = create_namespace(&client, prefix).await;
-        Cluster { client, ns, node }
+        Cluster {
+            client,
+            ns,
+            node,
+            _control_plane: lock,
+        }
     }
 
     /// Another fresh namespace of this test's own.
@@ -471,7 +518,7 @@ impl Pushed {
 }
 
 /// A child process, killed when dropped.
-struct Process(Child);
+pub struct Process(pub Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -550,6 +597,35 @@ impl Operator {
     /// Everything it has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its process ID.
+    #[allow(dead_code)] // tests/hostile_operator.rs
+    pub fn pid(&self) -> u32 {
+        self._process.0.id()
+    }
+
+    /// Its peak resident memory so far in KiB (`VmHWM` in /proc/PID/status).
+    #[allow(dead_code)] // tests/hostile_operator.rs
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the operator is running");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT` …) to the process.
+    #[allow(dead_code)] // tests/hostile_operator.rs
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
     }
 }
 
