@@ -13,7 +13,7 @@ STATE="${IMAGEBLOAT_TESTENV_DIR:-${XDG_RUNTIME_DIR:-/tmp}/imagebloat-testenv-$UI
 RESULTS="${1:-$STATE/hostile-results.jsonl}"
 [ -s "$RESULTS" ] || { echo "no results in $RESULTS: run the hostile matrix first" >&2; exit 1; }
 
-python3 - "$RESULTS" <<'PY'
+python3 - "$RESULTS" "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" <<'PY'
 import json, sys
 
 rows = {}
@@ -34,7 +34,10 @@ def seconds(v):
 def mib(kib):
     return "–" if kib is None else "%d MiB" % round(kib / 1024)
 
-print("| Input | What the user sees | Operator peak RSS (limit 512 MiB) | Its report after | Another workload's report after | |")
+import pathlib, yaml
+values = pathlib.Path(sys.argv[2]) / "charts" / "imagebloat" / "values.yaml"
+limit = yaml.safe_load(values.read_text())["resources"]["limits"]["memory"]
+print("| Input | What the user sees | Operator peak RSS (chart limit %s) | Its report after | Another workload's report after | |" % limit)
 print("|---|---|---|---|---|---|")
 for row in rows.values():
     print("| %s | %s | %s | %s | %s | %s |" % (

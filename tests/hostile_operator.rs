@@ -222,7 +222,7 @@ async fn others_keep_getting_reports(cluster: &Cluster, op: &Operator, name: &st
     let r = cluster
         .report_within(&format!("deployment-{name}"), op, OTHERS_BOUND)
         .await;
-    assert_eq!(r.status.unwrap().summary.unwrap().size_bytes, 1_234);
+    assert_eq!(r.status.unwrap().summary.unwrap().totals.size_bytes, 1_234);
     started.elapsed().as_secs_f64()
 }
 
@@ -599,6 +599,7 @@ fn streamed_image(
         blobs: vec![(digest, blob), (config_digest, config)],
         manifest: serde_json::to_vec(&manifest).unwrap(),
         manifest_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        platform: imagebloat::testkit::Platform::linux("amd64", None),
     }
 }
 
@@ -750,7 +751,10 @@ async fn a_namespace_without_the_pull_secret_gets_unauthorized_for_a_private_dig
     let op = owner.start_operator(&["--insecure-registry", &reg, "--namespaces", &intruder.ns]);
     owner.deploy_running("owner", &image).await;
     let mine = owner.report("deployment-owner", &op).await;
-    assert_eq!(mine.status.unwrap().summary.unwrap().size_bytes, 4_242);
+    assert_eq!(
+        mine.status.unwrap().summary.unwrap().totals.size_bytes,
+        4_242
+    );
     let downloads = private_blob_gets(&repository);
 
     let r = hostile_workload(&mut row, &intruder, &op, &image).await;
@@ -866,7 +870,7 @@ async fn reports_converge_without_duplicates_when_the_api_server_is_killed_and_r
         let r = cluster
             .report_within(&format!("deployment-{name}"), &op, CASE_BOUND)
             .await;
-        assert_eq!(r.status.unwrap().summary.unwrap().size_bytes, 3_333);
+        assert_eq!(r.status.unwrap().summary.unwrap().totals.size_bytes, 3_333);
     }
     row.report_seconds = Some(started.elapsed().as_secs_f64());
     let reports = cluster
@@ -978,7 +982,7 @@ async fn without_rbac_on_imagereports_the_failure_is_counted_then_reports_recove
         .report_within("deployment-svc", &op, Duration::from_secs(90))
         .await;
     row.report_seconds = Some(started.elapsed().as_secs_f64());
-    assert_eq!(r.status.unwrap().summary.unwrap().size_bytes, 4_444);
+    assert_eq!(r.status.unwrap().summary.unwrap().totals.size_bytes, 4_444);
     row.others_seconds = Some(others_keep_getting_reports(&cluster, &op, "after").await);
     let errors = series(
         &failed,
