@@ -741,70 +741,14 @@ impl Registry {
         registry: &str,
         what: &str,
     ) -> Result<CachedAuth, RegistryError> {
-        let scope = format!("repository:{repository}:pull");
         let token_error = |detail: String| RegistryError::Token {
             what: what.to_string(),
             realm: realm.to_string(),
             detail,
         };
-        // The realm comes from the registry: no credential, and no request at all, goes to a
-        // plain-HTTP realm unless its host is listed insecure.
-        let realm_url = reqwest::Url::parse(realm)
-            .map_err(|_| token_error("the token realm is not a URL".into()))?;
-        if !self.may_carry_credentials(&realm_url) {
-            return Err(RegistryError::Refused {
-                what: what.to_string(),
-                detail: format!(
-                    "token realm {}://{}{} is not https and its host is not an insecure registry",
-                    realm_url.scheme(),
-                    realm_url.authority(),
-                    realm_url.path()
-                ),
-            });
-        }
-        let request = match credential.and_then(|c| c.identity_token.as_deref()) {
-            // OAuth2 refresh-token grant (docker's identity tokens).
-            Some(refresh) => {
-                let mut form = vec![
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", refresh),
-                    ("client_id", "imagebloat"),
-                    ("scope", scope.as_str()),
-                ];
-                if let Some(s) = service {
-                    form.push(("service", s));
-                }
-                let body = form
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", urlencode(v)))
-                    .collect::<Vec<_>>()
-                    .join("&");
-                self.http
-                    .post(realm)
-                    .header(
-                        reqwest::header::CONTENT_TYPE,
-                        "application/x-www-form-urlencoded",
-                    )
-                    .body(body)
-            }
-            None => {
-                let mut url = format!(
-                    "{realm}{}scope={}",
-                    if realm.contains('?') { '&' } else { '?' },
-                    urlencode(&scope)
-                );
-                if let Some(s) = service {
-                    url.push_str(&format!("&service={}", urlencode(s)));
-                }
-                let mut request = self.http.get(url);
-                if let Some(c) =
-                    credential.filter(|c| !c.username.is_empty() || !c.password.is_empty())
-                {
-                    request = request.basic_auth(&c.username, Some(&c.password));
-                }
-                request
-            }
-        };
+        self.check_realm(realm, what)?;
+        let scope = format!("repository:{repository}:pull");
+        let request = self.token_request(realm, service, &scope, credential);
         self.traffic.requests.fetch_add(1, Ordering::Relaxed);
         let response = request
             .timeout(self.options.request_timeout)
@@ -823,12 +767,6 @@ impl Registry {
         if !status.is_success() {
             return Err(token_error(format!("HTTP {}", status.as_u16())));
         }
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            token: Option<String>,
-            access_token: Option<String>,
-            expires_in: Option<u64>,
-        }
         let bytes = match read_capped(response, MAX_TOKEN_RESPONSE_BYTES).await {
             Ok(bytes) => bytes,
             Err(BodyError::TooLarge) => {
@@ -846,28 +784,77 @@ impl Registry {
                 });
             }
         };
-        // serde's message may quote the body (the token): say only where it broke.
-        let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
-            token_error(format!(
-                "unreadable token response (invalid at line {}, column {})",
-                e.line(),
-                e.column()
-            ))
+        parse_token(&bytes).map_err(token_error)
+    }
+
+    /// The realm comes from the registry: no credential, and no request at all, goes to a
+    /// plain-HTTP realm unless its host is listed insecure.
+    fn check_realm(&self, realm: &str, what: &str) -> Result<(), RegistryError> {
+        let realm_url = reqwest::Url::parse(realm).map_err(|_| RegistryError::Token {
+            what: what.to_string(),
+            realm: realm.to_string(),
+            detail: "the token realm is not a URL".into(),
         })?;
-        let token = body
-            .token
-            .or(body.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| token_error("the response holds no token".into()))?;
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(token_error(format!(
-                "the token is longer than the {MAX_TOKEN_BYTES}-byte cap"
-            )));
+        if self.may_carry_credentials(&realm_url) {
+            return Ok(());
         }
-        Ok(CachedAuth {
-            header: format!("Bearer {token}"),
-            expires: Some(Instant::now() + token_lifetime(body.expires_in)),
+        Err(RegistryError::Refused {
+            what: what.to_string(),
+            detail: format!(
+                "token realm {}://{}{} is not https and its host is not an insecure registry",
+                realm_url.scheme(),
+                realm_url.authority(),
+                realm_url.path()
+            ),
         })
+    }
+
+    /// The token request for `scope`: docker's identity token as an OAuth2 refresh-token grant,
+    /// else a GET with the user's Basic credentials (or none).
+    fn token_request(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        credential: Option<&Credential>,
+    ) -> reqwest::RequestBuilder {
+        if let Some(refresh) = credential.and_then(|c| c.identity_token.as_deref()) {
+            let mut form = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh),
+                ("client_id", "imagebloat"),
+                ("scope", scope),
+            ];
+            if let Some(s) = service {
+                form.push(("service", s));
+            }
+            let body = form
+                .iter()
+                .map(|(k, v)| format!("{k}={}", urlencode(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+            return self
+                .http
+                .post(realm)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body);
+        }
+        let mut url = format!(
+            "{realm}{}scope={}",
+            if realm.contains('?') { '&' } else { '?' },
+            urlencode(scope)
+        );
+        if let Some(s) = service {
+            url.push_str(&format!("&service={}", urlencode(s)));
+        }
+        let request = self.http.get(url);
+        match credential.filter(|c| !c.username.is_empty() || !c.password.is_empty()) {
+            Some(c) => request.basic_auth(&c.username, Some(&c.password)),
+            None => request,
+        }
     }
 
     /// Sends a request, retrying transport errors, 429 and 502–504 with backoff that honours
@@ -1041,6 +1028,38 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// The bearer header from a token response body (capped already); the error says what is wrong
+/// without quoting the body, which holds the token.
+fn parse_token(bytes: &[u8]) -> Result<CachedAuth, String> {
+    #[derive(serde::Deserialize)]
+    struct TokenResponse {
+        token: Option<String>,
+        access_token: Option<String>,
+        expires_in: Option<u64>,
+    }
+    let body: TokenResponse = serde_json::from_slice(bytes).map_err(|e| {
+        format!(
+            "unreadable token response (invalid at line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let token = body
+        .token
+        .or(body.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| "the response holds no token".to_string())?;
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "the token is longer than the {MAX_TOKEN_BYTES}-byte cap"
+        ));
+    }
+    Ok(CachedAuth {
+        header: format!("Bearer {token}"),
+        expires: Some(Instant::now() + token_lifetime(body.expires_in)),
+    })
 }
 
 /// How long to use a token whose response said `expires_in` seconds (the spec's default is 60):
