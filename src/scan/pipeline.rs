@@ -322,7 +322,9 @@ impl LayerReader<'_> {
         }
         let index = self
             .cache
-            .get_or_index(&layer.descriptor.digest, || self.index(layer))
+            .get_or_index(self.opened.origin(), &layer.descriptor.digest, || {
+                self.index(layer)
+            })
             .await
             .map_err(|kind| ScanError {
                 image: self.image.to_string(),

@@ -22,6 +22,17 @@ pub(super) enum Opened<'a> {
     Local(LocalImage<'a>),
 }
 
+impl Opened<'_> {
+    /// Where layer bytes come from, for the layer cache's in-flight reads: the registry host, or
+    /// this machine for local sources.
+    pub(super) fn origin(&self) -> &str {
+        match self {
+            Opened::Registry(r) => r.reference.registry(),
+            Opened::Local(_) => "local",
+        }
+    }
+}
+
 /// An image in a registry, with the credentials to try.
 pub(super) struct RegistryImage<'a> {
     registry: &'a Registry,
