@@ -637,30 +637,26 @@ async fn hostile_layer(row: &mut Row, prefix: &str, image: Image, bound: Duratio
     hostile_workload_within(row, &cluster, &op, &image, bound).await
 }
 
-#[tokio::test]
-async fn a_gzip_bomb_is_analyzed_or_refused_within_the_memory_limit() {
-    let mut row = Row::new(
-        "gzip bomb",
-        "a 20 MB gzip layer that inflates to 2 GiB of zeros",
-    );
+/// A bomb case: a layer of `compression` that inflates to 2 GiB of zeros.
+async fn bomb(case: &'static str, what: &'static str, prefix: &str, compression: Compression) {
+    let mut row = Row::new(case, what);
     let image =
-        tokio::task::spawn_blocking(|| streamed_image(Compression::Gzip, |b| zeros(b, 2 * GIB)))
+        tokio::task::spawn_blocking(move || streamed_image(compression, |b| zeros(b, 2 * GIB)))
             .await
             .unwrap();
-    hostile_layer(&mut row, "e2e-gzbomb", image, CASE_BOUND).await;
+    hostile_layer(&mut row, prefix, image, CASE_BOUND).await;
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_analyzed_or_refused_within_the_memory_limit() {
+    let what = "a 20 MB gzip layer that inflates to 2 GiB of zeros";
+    bomb("gzip bomb", what, "e2e-gzbomb", Compression::Gzip).await;
 }
 
 #[tokio::test]
 async fn a_zstd_bomb_is_analyzed_or_refused_within_the_memory_limit() {
-    let mut row = Row::new(
-        "zstd bomb",
-        "a 66 kB zstd layer that inflates to 2 GiB of zeros",
-    );
-    let image =
-        tokio::task::spawn_blocking(|| streamed_image(Compression::Zstd, |b| zeros(b, 2 * GIB)))
-            .await
-            .unwrap();
-    hostile_layer(&mut row, "e2e-zstdbomb", image, CASE_BOUND).await;
+    let what = "a 66 kB zstd layer that inflates to 2 GiB of zeros";
+    bomb("zstd bomb", what, "e2e-zstdbomb", Compression::Zstd).await;
 }
 
 #[tokio::test]
@@ -901,24 +897,11 @@ async fn without_rbac_on_imagereports_the_failure_is_counted_then_reports_recove
         "the operator's ClusterRole loses imagereports, then gets it back",
     );
     let cluster = Cluster::new("e2e-rbac-apps").await;
-    let apps = cluster.ns.clone();
-    let release_ns = cluster.namespace("e2e-rbac").await;
-    let name = format!("ib-{release_ns}");
-    helm(&[
-        "install",
-        &name,
-        concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagebloat"),
-        "-n",
-        &release_ns,
-        "--set",
-        &format!("fullnameOverride={name}"),
-        "--set",
-        "replicaCount=0",
-        "--set",
-        &format!("operator.namespaces={{{apps}}}"),
-    ]);
-    let kubeconfig =
-        Kubeconfig::impersonating(&format!("system:serviceaccount:{release_ns}:{name}"));
+    let ChartRelease {
+        name,
+        namespace: release_ns,
+        kubeconfig,
+    } = cluster.install_chart("e2e-rbac", &[]).await;
     let op = cluster.start_operator_with_env(&[], &[("KUBECONFIG", &kubeconfig.path)]);
     let image = ImageBuilder::new(vec![Layer::new("ADD").sized("srv", 4_444)]).build();
     let image = push("e2e-rbac", &image).await;

@@ -731,26 +731,14 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_operato
 async fn the_operator_does_its_whole_job_with_only_the_charts_rbac() {
     let cluster = Cluster::new("e2e-chart-apps").await;
     let apps = cluster.ns.as_str();
-    let release_ns = cluster.namespace("e2e-chart").await;
-    let name = format!("ib-{release_ns}");
-    helm(&[
-        "install",
-        &name,
-        concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagebloat"),
-        "-n",
-        &release_ns,
-        "--set",
-        &format!("fullnameOverride={name}"),
-        "--set",
-        "leaderElection.enabled=true",
-        // The operator under test runs here, as that identity; the chart's own Pod is not needed.
-        "--set",
-        "replicaCount=0",
-        "--set",
-        &format!("operator.namespaces={{{apps}}}"),
-    ]);
-    let kubeconfig =
-        Kubeconfig::impersonating(&format!("system:serviceaccount:{release_ns}:{name}"));
+    // The operator under test runs here, as the chart's identity; the chart's own Pod is not needed.
+    let ChartRelease {
+        name,
+        namespace: release_ns,
+        kubeconfig,
+    } = cluster
+        .install_chart("e2e-chart", &["leaderElection.enabled=true"])
+        .await;
 
     let image = ImageBuilder::new(vec![
         Layer::new("ADD").sized("srv", 64_000).sized("tmp/x", 6_000),

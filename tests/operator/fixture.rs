@@ -124,6 +124,41 @@ impl Cluster {
         create_namespace(&self.client, prefix).await
     }
 
+    /// The chart installed into a fresh release namespace (`prefix`), watching this test's
+    /// namespace, with `settings` (`--set KEY=VALUE` each) and no operator Pod: the test runs the
+    /// operator itself, as the chart's ServiceAccount through the release's kubeconfig.
+    pub async fn install_chart(&self, prefix: &str, settings: &[&str]) -> ChartRelease {
+        let namespace = self.namespace(prefix).await;
+        let name = format!("ib-{namespace}");
+        let mut args = vec![
+            "install".to_string(),
+            name.clone(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagebloat").to_string(),
+            "-n".to_string(),
+            namespace.clone(),
+        ];
+        let fixed = [
+            format!("fullnameOverride={name}"),
+            "replicaCount=0".to_string(),
+            format!("operator.namespaces={{{}}}", self.ns),
+        ];
+        for setting in fixed
+            .iter()
+            .map(String::as_str)
+            .chain(settings.iter().copied())
+        {
+            args.extend(["--set".to_string(), setting.to_string()]);
+        }
+        helm(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let kubeconfig =
+            Kubeconfig::impersonating(&format!("system:serviceaccount:{namespace}:{name}"));
+        ChartRelease {
+            name,
+            namespace,
+            kubeconfig,
+        }
+    }
+
     /// The API of a namespaced kind, in this test's namespace.
     pub fn api<K>(&self) -> Api<K>
     where
@@ -820,6 +855,14 @@ pub fn kubectl(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("kubectl")
+}
+
+/// A release of the chart made by [`Cluster::install_chart`].
+pub struct ChartRelease {
+    pub name: String,
+    pub namespace: String,
+    /// Impersonates the release's ServiceAccount.
+    pub kubeconfig: Kubeconfig,
 }
 
 /// Runs the test bed's helm and insists on success.
