@@ -48,6 +48,8 @@ PACKAGES=(
   apache2-utils:htpasswd
   umoci:umoci
   skopeo:skopeo
+  buildah:buildah
+  podman:podman
   debootstrap:debootstrap
   openssl:openssl
   python3:python3
