@@ -35,13 +35,17 @@ Control API on the same port (paths a registry never serves):
           `bodyBytes` bytes of "x" (null: endless), announced by Content-Length when `announce`
           (else delimited by the close); with `trickleSeconds`, one byte per that many seconds.
           Hostile registries: floods, trickles, redirect loops, bearer challenges, huge tokens.
+      {"mode": "no-range", "pathContains": "...", "count": N}
+          forwards a request that has a Range header without it, so the registry answers 200 with
+          the whole body: a proxy or storage backend that does not serve ranges. Only requests
+          with a Range header use it up.
       corrupt and truncate only fire on responses that have a body (not HEAD, not empty), so a HEAD
       before a GET does not use them up. Faults are checked in the order they were armed; the first
       live one that matches fires. The response is the armed fault as JSON with an "id".
   POST /_fault/reset  clears every fault and the request log.
   GET  /_fault/log    JSON list of {"t", "method", "path", "status", "fault"} for every proxied or
                       faulted request, in order ("fault" is null or the mode that fired:
-                      "status", "corrupt", "truncate").
+                      "status", "corrupt", "truncate", "no-range").
   GET  /_fault        JSON list of the faults still armed.
 """
 
@@ -94,8 +98,8 @@ class State:
 
     def arm(self, spec):
         mode = spec.get("mode", "status")
-        if mode not in ("status", "corrupt", "truncate", "respond"):
-            raise ValueError("mode must be status, corrupt, truncate or respond")
+        if mode not in ("status", "corrupt", "truncate", "respond", "no-range"):
+            raise ValueError("mode must be status, corrupt, truncate, respond or no-range")
         fault = {
             "mode": mode,
             "count": int(spec.get("count", 1)),
@@ -305,11 +309,16 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.state.record(method, self.path, status, "status")
             return
 
+        strip_range = self.headers.get("Range") is not None and (
+            self.state.take(method, self.path, ("no-range",)) is not None
+        )
         # A list, not a dict: repeated headers (clients send several Accept lines) must all pass.
         headers = []
         for name, value in self.headers.items():
             # The proxy answers Expect: 100-continue itself (BaseHTTPRequestHandler does).
             if name.lower() in HOP_BY_HOP or name.lower() in ("content-length", "expect"):
+                continue
+            if strip_range and name.lower() == "range":
                 continue
             headers.append((name, value))
         chunked_in = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
@@ -342,7 +351,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 self.send_json(502, {"errors": [{"code": "UNAVAILABLE", "message": str(err)}]})
                 self.state.record(method, self.path, 502, None)
                 return
-            self.relay(method, response)
+            self.relay(method, response, "no-range" if strip_range else None)
         finally:
             upstream.close()
 
@@ -379,7 +388,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             self.close_connection = True
 
-    def relay(self, method, response):
+    def relay(self, method, response, forwarded_fault=None):
         status = response.status
         length_header = response.getheader("Content-Length")
         has_body = method != "HEAD" and status not in (204, 304) and not (100 <= status < 200)
@@ -413,7 +422,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
         self.end_headers()
 
-        mode = fault["mode"] if fault else None
+        mode = fault["mode"] if fault else forwarded_fault
         self.state.record(method, self.path, status, mode)
         if not has_body:
             return

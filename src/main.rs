@@ -117,6 +117,10 @@ struct RegistryArgs {
     /// for the registry (a slow-loris registry cannot hold a download open forever).
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     blob_stall_timeout: u64,
+    /// Read every layer in full, even eStargz and zstd:chunked layers whose table of contents
+    /// gives the same index from a few ranges of the blob.
+    #[arg(long)]
+    no_lazy: bool,
 }
 
 /// Caps on what one layer may cost, shared by `scan` and `run`: together they bound the memory
@@ -368,6 +372,7 @@ async fn run_scan(args: ScanArgs) -> Result<ExitCode, Error> {
         limits: args.limits.limits(),
         layer_concurrency: args.layer_concurrency,
         progress: interactive.then(progress_line),
+        lazy: !args.registry.no_lazy,
     };
     let result = scan::scan(&source, &options, &LayerCache::default()).await;
     if interactive {
@@ -472,6 +477,7 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
         concurrency: args.concurrency,
         per_registry: args.per_registry_concurrency,
         limits: args.limits.limits(),
+        lazy: !args.registry.no_lazy,
         analysis_timeout: Duration::from_secs(args.analysis_timeout.max(1)),
         lease,
         identity,

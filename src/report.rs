@@ -52,6 +52,12 @@ pub struct ImageFindings {
     pub media_type: String,
     /// Version of the analyzer that produced these findings.
     pub analyzer_version: String,
+    /// Bytes of layer blobs this analysis actually fetched: whole blobs on the full read, a few
+    /// ranges (footer, table of contents, small files) for eStargz and zstd:chunked layers read
+    /// from their tables of contents; layers already indexed for another image cost nothing.
+    /// Compare with `pullBytes`, what a node downloads.
+    #[serde(default)]
+    pub downloaded_bytes: u64,
     #[serde(flatten)]
     pub analysis: ImageAnalysis,
 }
@@ -65,6 +71,7 @@ impl ImageFindings {
             platform: scanned.platform.clone(),
             media_type: scanned.media_type.clone(),
             analyzer_version: ANALYZER_VERSION.to_string(),
+            downloaded_bytes: scanned.downloaded_bytes,
             analysis: scanned.analysis.clone(),
         }
         .capped()
@@ -523,6 +530,7 @@ mod tests {
             platform: "linux/amd64".into(),
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             analyzer_version: ANALYZER_VERSION.into(),
+            downloaded_bytes: 0,
             analysis,
         };
         cap(&mut f.analysis);

@@ -241,6 +241,7 @@ mod tests {
             platform: "linux/amd64".into(),
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             analyzer_version: "test".into(),
+            downloaded_bytes: 0,
             analysis: ImageAnalysis {
                 totals: Totals::of_image(30_000_000, 100_000_000, 80_000_000, 5_000_000, 6_000_000),
                 junk_bytes: 5_000_000,

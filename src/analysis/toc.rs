@@ -239,6 +239,12 @@ impl LazyLayer {
         }))
     }
 
+    /// The uncompressed tar size the descriptor states
+    /// ([`ESTARGZ_UNCOMPRESSED_SIZE_ANNOTATION`]), when it does: the TOC itself cannot give it.
+    pub fn uncompressed_size(&self) -> Option<u64> {
+        self.uncompressed_size
+    }
+
     fn error(&self, problem: TocProblem) -> TocError {
         TocError {
             layer: self.digest.clone(),

@@ -261,6 +261,7 @@ async fn analyze_image(
         limits: ctx.config.limits,
         layer_concurrency: 2,
         progress: None,
+        lazy: ctx.config.lazy,
     };
     // However slow the registry, an analysis gives its slots back within the deadline.
     let timeout = ctx.config.analysis_timeout;

@@ -82,6 +82,8 @@ pub struct Config {
     /// Images analyzed at once per registry.
     pub per_registry: usize,
     pub limits: LayerLimits,
+    /// Index eStargz and zstd:chunked layers from their tables of contents (`--no-lazy`: off).
+    pub lazy: bool,
     /// The longest one image analysis may take before it counts as a transient failure.
     pub analysis_timeout: Duration,
     /// Leader election; `None` runs without (a single replica).

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod platform;
+mod range;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use tokio::sync::Mutex;
 pub use auth::{Credential, Keyring};
 pub use oci_client::Reference;
 pub use platform::Platform;
+pub use range::{MAX_RANGE_BYTES, RangeRead};
 
 use crate::digest::{Digest, Verifier, VerifyError};
 
@@ -880,8 +882,11 @@ impl Registry {
                 .http
                 .request(method.clone(), url)
                 .header(ACCEPT, accept);
-            if body == Body::Whole {
+            if body != Body::Stream {
                 request = request.timeout(timeout);
+            }
+            if let Body::Range { offset, len } = body {
+                request = request.header(reqwest::header::RANGE, range::header(offset, len));
             }
             if let Some(a) = authorization {
                 request = request.header(AUTHORIZATION, a);
@@ -1088,11 +1093,13 @@ fn redirect_policy(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect
     }
 }
 
-/// Whether a response's body is read whole (deadline on the whole exchange) or streamed.
+/// Whether a response's body is read whole (deadline on the whole exchange) or streamed; a
+/// range of a blob is read whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Body {
     Whole,
     Stream,
+    Range { offset: u64, len: u64 },
 }
 
 /// Why a body read whole stopped.

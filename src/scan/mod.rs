@@ -24,6 +24,7 @@ use crate::registry::{Credential, Platform, Reference, Registry, RegistryError};
 mod archive;
 mod cache;
 mod layout;
+mod lazy;
 mod pipeline;
 mod source;
 
@@ -68,6 +69,9 @@ pub struct ScanOptions {
     pub layer_concurrency: usize,
     /// Told about each layer as it finishes.
     pub progress: Option<Arc<dyn Fn(Progress) + Send + Sync>>,
+    /// Index eStargz and zstd:chunked layers of registry images from their tables of contents
+    /// (a few ranges of the blob) instead of reading them in full (`--no-lazy` turns it off).
+    pub lazy: bool,
 }
 
 impl Default for ScanOptions {
@@ -77,6 +81,7 @@ impl Default for ScanOptions {
             limits: LayerLimits::default(),
             layer_concurrency: 2,
             progress: None,
+            lazy: true,
         }
     }
 }
@@ -103,6 +108,9 @@ pub struct ScannedImage {
     pub platform: String,
     pub media_type: String,
     pub analysis: ImageAnalysis,
+    /// Layer blob bytes this scan fetched (whole blobs, or ranges on the table-of-contents
+    /// path); layers found in the cache cost nothing.
+    pub downloaded_bytes: u64,
 }
 
 /// Why a scan failed. The message names the image, the layer when one is at fault, and what

@@ -8,6 +8,8 @@
 //! the next bytes.
 
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt, TryStreamExt};
@@ -15,8 +17,10 @@ use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest};
 use serde::Deserialize;
 
 use super::cache::LayerCache;
+use super::lazy::{self, Fallback, TocRead};
 use super::source::Opened;
 use super::{ImageSource, Progress, ScanError, ScanErrorKind, ScanOptions, ScannedImage};
+use crate::analysis::toc::LazyLayer;
 use crate::analysis::{
     self, HistoryEntry, ImageAnalysis, ImageInput, LayerIndex, LayerInput, LayerMediaType,
 };
@@ -69,6 +73,7 @@ pub async fn scan(
         options,
         image: &image,
         progress: Tally::new(&plan),
+        fetched: Fetched::default(),
     };
     // The futures are collected first: a stream over a mapping closure would make `scan`'s
     // future fail to be `Send` (the operator spawns it).
@@ -98,8 +103,11 @@ pub async fn scan(
         })
         .await?;
 
+    let mut analysis = analyze(&manifest, &config, &plan, &indexes);
+    analysis.notes.extend(reader.fetched.notes());
     Ok(ScannedImage {
-        analysis: analyze(&manifest, &config, &plan, &indexes),
+        analysis,
+        downloaded_bytes: reader.fetched.bytes.load(Ordering::Relaxed),
         image,
         digest: manifest_raw.digest,
         index_digest,
@@ -312,6 +320,55 @@ struct LayerReader<'a> {
     options: &'a ScanOptions,
     image: &'a str,
     progress: Tally,
+    fetched: Fetched,
+}
+
+/// What the layers of one scan fetched, and how: blob bytes, and the notes that say which
+/// layers came from their tables of contents and which could not.
+#[derive(Default)]
+struct Fetched {
+    bytes: AtomicU64,
+    /// Layers indexed from their TOC: (bytes fetched, blob size).
+    toc: Mutex<Vec<(u64, u64)>>,
+    /// `(position, note)` for each layer whose TOC was not used.
+    fallbacks: Mutex<Vec<(usize, String)>>,
+}
+
+impl Fetched {
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let toc = self.toc.lock().expect("fetched lock");
+        if !toc.is_empty() {
+            let (fetched, blobs) = toc
+                .iter()
+                .fold((0, 0), |(f, b), (fetched, blob)| (f + fetched, b + blob));
+            notes.push(format!(
+                "{} layer(s) indexed from their eStargz / zstd:chunked tables of contents, \
+                 fetching {fetched} of their {blobs} bytes; the tables of contents are checked \
+                 against the digests the manifest names, the rest of those blobs was neither \
+                 downloaded nor checked (--no-lazy reads every layer in full)",
+                toc.len()
+            ));
+        }
+        let mut fallbacks = self.fallbacks.lock().expect("fetched lock").clone();
+        fallbacks.sort();
+        notes.extend(fallbacks.into_iter().map(|(_, note)| note));
+        notes
+    }
+}
+
+/// Counts the bytes a reader hands out into a scan's [`Fetched`] total.
+struct Counting<'a, R> {
+    inner: R,
+    bytes: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 impl LayerReader<'_> {
@@ -337,16 +394,92 @@ impl LayerReader<'_> {
         Ok(Some(index))
     }
 
-    /// Streams one layer into a new index on a blocking thread.
+    /// Indexes one layer: from its table of contents when it has one (and the source is a
+    /// registry, and `--no-lazy` is not given), else, or when that fails, by streaming the whole
+    /// layer on a blocking thread.
     async fn index(&self, layer: &PlannedLayer<'_>) -> Result<Arc<LayerIndex>, ScanErrorKind> {
+        if self.options.lazy && self.opened.is_remote() {
+            match self.toc_index(layer).await {
+                Some(Ok(read)) => {
+                    self.fetched
+                        .bytes
+                        .fetch_add(read.fetched, Ordering::Relaxed);
+                    self.fetched
+                        .toc
+                        .lock()
+                        .expect("fetched lock")
+                        .push((read.fetched, layer.size));
+                    return Ok(Arc::new(read.index));
+                }
+                Some(Err(fallback)) => {
+                    self.fetched
+                        .bytes
+                        .fetch_add(fallback.fetched, Ordering::Relaxed);
+                    tracing::info!(
+                        image = self.image,
+                        layer = %layer.descriptor.digest,
+                        why = %fallback.why,
+                        "table of contents not used; reading the layer in full"
+                    );
+                    self.fetched.fallbacks.lock().expect("fetched lock").push((
+                        layer.position,
+                        format!(
+                            "layer {} ({}) was read in full, its table of contents not used: {}",
+                            layer.position, layer.descriptor.digest, fallback.why
+                        ),
+                    ));
+                }
+                None => {}
+            }
+        }
         let reader = self.opened.layer_reader(&layer.digest, layer.size).await?;
         let (compression, limits) = (layer.media.compression, self.options.limits);
+        // Bytes the analysis read from the source, counted even when the read fails.
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counter = bytes.clone();
         let index = tokio::task::spawn_blocking(move || {
+            let reader = Counting {
+                inner: reader,
+                bytes: &counter,
+            };
             analysis::index_layer(reader, compression, &limits)
         })
         .await
-        .map_err(|e| ScanErrorKind::Local(format!("layer reader stopped: {e}")))??;
-        Ok(Arc::new(index))
+        .map_err(|e| ScanErrorKind::Local(format!("layer reader stopped: {e}")));
+        self.fetched
+            .bytes
+            .fetch_add(bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+        Ok(Arc::new(index??))
+    }
+
+    /// The layer's index from its table of contents; `None` for a layer without one.
+    async fn toc_index(&self, layer: &PlannedLayer<'_>) -> Option<Result<TocRead, Fallback>> {
+        let annotations = layer
+            .descriptor
+            .annotations
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        let lazy = match LazyLayer::detect(&layer.descriptor.digest, layer.size, annotations) {
+            Ok(Some(lazy)) => lazy,
+            Ok(None) => return None,
+            Err(e) => {
+                return Some(Err(Fallback {
+                    why: e.to_string(),
+                    fetched: 0,
+                }));
+            }
+        };
+        Some(
+            lazy::index_from_toc(
+                self.opened,
+                &layer.digest,
+                &lazy,
+                layer.media.compression,
+                &self.options.limits,
+            )
+            .await,
+        )
     }
 }
 

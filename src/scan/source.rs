@@ -14,7 +14,7 @@ use futures_util::{Stream, StreamExt};
 use super::layout::LocalImage;
 use super::{ImageSource, ScanErrorKind};
 use crate::digest::Digest;
-use crate::registry::{Credential, RawManifest, Reference, Registry, RegistryError};
+use crate::registry::{Credential, RangeRead, RawManifest, Reference, Registry, RegistryError};
 
 /// A source made ready to read.
 pub(super) enum Opened<'a> {
@@ -117,6 +117,39 @@ impl<'a> Opened<'a> {
             }
             Opened::Local(local) => local.layer_reader(digest, size),
         }
+    }
+}
+
+impl Opened<'_> {
+    /// `len` bytes of a layer blob from `offset`, for the table-of-contents path; `None` for
+    /// local sources, whose layers are read in full (nothing is downloaded).
+    pub(super) async fn blob_range(
+        &self,
+        digest: &Digest,
+        size: u64,
+        offset: u64,
+        len: u64,
+    ) -> Option<Result<RangeRead, RegistryError>> {
+        match self {
+            Opened::Registry(r) => Some(
+                r.registry
+                    .blob_range(
+                        r.reference,
+                        &digest.to_string(),
+                        size,
+                        offset,
+                        len,
+                        &r.credentials,
+                    )
+                    .await,
+            ),
+            Opened::Local(_) => None,
+        }
+    }
+
+    /// Whether layers come over the network (the table-of-contents path applies).
+    pub(super) fn is_remote(&self) -> bool {
+        matches!(self, Opened::Registry(_))
     }
 }
 
