@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use imagebloat::registry::{
-    Credential, Keyring, Reference, Registry, RegistryError, RegistryOptions,
+    Credential, Keyring, MAX_RANGE_BYTES, RangeRead, Reference, Registry, RegistryError,
+    RegistryOptions,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -752,4 +753,139 @@ async fn a_blob_trickling_just_above_the_stall_rule_fails_at_its_deadline() {
         took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
         "took {took:?}"
     );
+}
+
+// A range of a blob (the table-of-contents path): a registry can answer anything to a `Range`
+// request; the client takes exactly the bytes asked for or says why not, and never reads a body
+// it did not ask for.
+
+const RANGE_BLOB_SIZE: u64 = 1_000_000;
+
+async fn range_of(server: &Server, offset: u64, len: u64) -> Result<RangeRead, RegistryError> {
+    client(&[&server.addr], |_| {})
+        .blob_range(
+            &server.image("team/app:1"),
+            BLOB,
+            RANGE_BLOB_SIZE,
+            offset,
+            len,
+            &[],
+        )
+        .await
+}
+
+#[tokio::test]
+async fn a_range_is_read_exactly_from_a_206_answer() {
+    let server = Server::start(|_| {
+        reply(
+            206,
+            &[("Content-Range", "bytes 100-109/1000000")],
+            b"0123456789",
+        )
+    })
+    .await;
+    match range_of(&server, 100, 10).await.unwrap() {
+        RangeRead::Bytes(b) => assert_eq!(&b[..], b"0123456789"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_registry_that_ignores_range_is_reported_without_its_1_gib_body_being_read() {
+    let server = Server::start(|_| Reply::Flood {
+        status: 200,
+        headers: vec![],
+        total: FLOOD,
+        announce: true,
+    })
+    .await;
+    let answer = range_of(&server, 100, 10).await.unwrap();
+    assert!(
+        matches!(answer, RangeRead::Ignored { status: 200 }),
+        "{answer:?}"
+    );
+    let sent = server.sent_when_closed().await;
+    assert!(sent < FAR_BELOW, "the server sent {sent} bytes");
+}
+
+#[tokio::test]
+async fn a_206_answer_for_another_range_is_refused_and_named() {
+    for content_range in [
+        "bytes 0-9/1000000",
+        "bytes 100-109/5",
+        "",
+        "bytes */1000000",
+    ] {
+        let server = Server::start(move |_| {
+            let headers: &[(&str, &str)] = if content_range.is_empty() {
+                &[]
+            } else {
+                &[("Content-Range", content_range)]
+            };
+            reply(206, headers, b"0123456789")
+        })
+        .await;
+        let err = range_of(&server, 100, 10).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, RegistryError::Refused { .. }), "{text}");
+        assert!(
+            text.contains(&format!("bytes 100-109 of blob {BLOB}")),
+            "{text}"
+        );
+        assert!(text.contains("not the range asked for"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_206_answer_longer_or_shorter_than_the_range_is_refused_at_the_range_length() {
+    for announce in [true, false] {
+        let server = Server::start(move |_| Reply::Flood {
+            status: 206,
+            headers: vec![("Content-Range".into(), "bytes 100-109/1000000".into())],
+            total: FLOOD,
+            announce,
+        })
+        .await;
+        let err = range_of(&server, 100, 10).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("longer than the 10 bytes asked for"),
+            "{err}"
+        );
+        let sent = server.sent_when_closed().await;
+        assert!(sent < FAR_BELOW, "the server sent {sent} bytes");
+    }
+    let server =
+        Server::start(|_| reply(206, &[("Content-Range", "bytes 100-109/1000000")], b"01234"))
+            .await;
+    let err = range_of(&server, 100, 10).await.unwrap_err();
+    assert!(err.to_string().contains("holds 5 of the 10 bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn a_range_outside_the_blob_or_empty_is_not_requested() {
+    let server = Server::start(|_| reply(500, &[], b"")).await;
+    for (offset, len) in [(RANGE_BLOB_SIZE - 5, 10), (0, 0), (u64::MAX - 1, 10)] {
+        let err = range_of(&server, offset, len).await.unwrap_err();
+        assert!(matches!(err, RegistryError::Refused { .. }), "{err}");
+    }
+    assert!(server.seen().is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_range_above_the_cap_is_not_requested() {
+    let server = Server::start(|_| reply(500, &[], b"")).await;
+    let err = client(&[&server.addr], |_| {})
+        .blob_range(
+            &server.image("team/app:1"),
+            BLOB,
+            u64::MAX,
+            0,
+            MAX_RANGE_BYTES + 1,
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("a range must hold 1 to"), "{err}");
+    assert!(server.seen().is_empty(), "nothing was sent");
 }
