@@ -52,10 +52,17 @@ fn index_from_toc(layer: &LazyLayer, blob: &[u8], limits: &LayerLimits) -> (Laye
     let footer = layer
         .parse_footer(slice(layer.footer_range()))
         .unwrap_or_else(|e| panic!("{e}"));
-    let lazy = layer
+    let mut lazy = layer
         .parse_toc(&footer, slice(footer.toc_range()), limits)
         .unwrap_or_else(|e| panic!("{e}"));
     let fetched = lazy.total_fetch_bytes();
+    if let Some(frames) = &lazy.header_frames {
+        let ranges: Vec<&[u8]> = frames.ranges.iter().map(|r| slice(*r)).collect();
+        let size = frames
+            .count(&ranges, limits.max_uncompressed_bytes)
+            .unwrap_or_else(|e| panic!("{e}"));
+        lazy.uncompressed_bytes = Some(size);
+    }
     let captured = lazy
         .captures
         .iter()
@@ -156,21 +163,20 @@ fn check_image(tag: &str) -> Vec<LayerCost> {
         let blob = &layer.blob;
         let full = index_layer(blob.as_slice(), layer.media_type.compression, &limits).unwrap();
         let (toc, fetched) = index_from_toc(&layer.lazy, blob, &limits);
-        // Known on the TOC path only when the producer annotates it (0 otherwise).
-        if toc.uncompressed_bytes != 0 {
-            assert_eq!(
-                toc.uncompressed_bytes, full.uncompressed_bytes,
-                "{tag} layer {i}: uncompressed bytes"
-            );
-        }
+        // From the annotation, or (containers/storage's zstd:chunked) from the TOC's file sizes
+        // and the header frames between the files' data.
+        assert_eq!(
+            toc.uncompressed_bytes, full.uncompressed_bytes,
+            "{tag} layer {i}: uncompressed bytes"
+        );
         assert_same_index(tag, i, &toc, &full);
         println!(
             "{tag} layer {i}: {} entries, TOC path reads {fetched} of {} bytes ({:.3}%){}",
             full.len(),
             blob.len(),
             100.0 * fetched as f64 / blob.len() as f64,
-            if toc.uncompressed_bytes == 0 {
-                "; uncompressed size not in the descriptor"
+            if layer.lazy.uncompressed_size().is_none() {
+                "; uncompressed size from the header frames"
             } else {
                 ""
             }

@@ -363,6 +363,10 @@ impl LazyLayer {
                 json.len() as u64,
             ));
         }
+        let header_frames = match (self.format, self.uncompressed_size) {
+            (LazyFormat::ZstdChunked, None) => Some(header_frames(self, footer, &toc.entries)?),
+            _ => None,
+        };
         Ok(LazyIndex {
             index: LayerIndex::from_entries(
                 entries
@@ -372,6 +376,7 @@ impl LazyLayer {
             captures,
             uncompressed_bytes: self.uncompressed_size,
             fetched_bytes: footer.tail_bytes + footer.toc.len,
+            header_frames,
         })
     }
 
@@ -634,12 +639,141 @@ pub struct LazyIndex {
     pub uncompressed_bytes: Option<u64>,
     /// Bytes of the blob read so far: footer and TOC.
     pub fetched_bytes: u64,
+    /// For a zstd:chunked layer whose descriptor does not state its uncompressed size: where the
+    /// tar stream's headers and padding are, the one part of the size the TOC does not give.
+    pub header_frames: Option<HeaderFrames>,
+}
+
+/// containers/storage writes each regular file's data in zstd frames of its own, which the TOC
+/// locates (`offset`..`endOffset`), and everything else of the tar stream (headers, padding, the
+/// end-of-archive blocks) in the frames between them. The uncompressed tar size is the files'
+/// sizes, from the TOC, plus what those frames decompress to: a few bytes per entry, fetched
+/// with [`ranges`](Self::ranges) and counted by [`count`](Self::count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderFrames {
+    /// The compressed ranges between file data, in blob order.
+    pub ranges: Vec<BlobRange>,
+    /// Sum of the regular files' sizes.
+    file_bytes: u64,
+    layer: String,
+}
+
+impl HeaderFrames {
+    /// Compressed bytes to fetch.
+    pub fn compressed_bytes(&self) -> u64 {
+        self.ranges.iter().map(|r| r.len).sum()
+    }
+
+    /// The uncompressed tar size from the fetched bytes of every range (in order): at most
+    /// `limit`, else an error.
+    pub fn count(&self, fetched: &[&[u8]], limit: u64) -> Result<u64, TocError> {
+        let bad = |why: String| TocError {
+            layer: self.layer.clone(),
+            format: LazyFormat::ZstdChunked,
+            problem: TocProblem::BadToc(format!("tar headers between the files' frames: {why}")),
+        };
+        if fetched.len() != self.ranges.len() {
+            return Err(bad(format!(
+                "{} ranges given for {}",
+                fetched.len(),
+                self.ranges.len()
+            )));
+        }
+        let mut total = self.file_bytes;
+        let last = self.ranges.len().saturating_sub(1);
+        for (i, (range, bytes)) in self.ranges.iter().zip(fetched).enumerate() {
+            if bytes.len() as u64 != range.len {
+                return Err(bad(format!(
+                    "{} bytes given for a {}-byte range",
+                    bytes.len(),
+                    range.len
+                )));
+            }
+            // The last range ends where the TOC's bytes start: inside the skippable frame that
+            // holds them, whose 8-byte header (magic, length) it carries but not the content.
+            let mut bytes: &[u8] = bytes;
+            if i == last
+                && let Some(head) = bytes.len().checked_sub(8)
+                && bytes[head..head + 4] == ZSTD_SKIPPABLE_MAGIC.to_le_bytes()
+            {
+                bytes = &bytes[..head];
+            }
+            let room = limit.saturating_sub(total);
+            let decoder = zstd::stream::read::Decoder::new(bytes)
+                .map_err(|e| bad(format!("at offset {}: {e}", range.offset)))?;
+            let n = io::copy(&mut decoder.take(room + 1), &mut io::sink())
+                .map_err(|e| bad(format!("at offset {}: {e}", range.offset)))?;
+            if n > room {
+                return Err(bad(format!(
+                    "the layer decompresses to more than {limit} bytes"
+                )));
+            }
+            total += n;
+        }
+        Ok(total)
+    }
+}
+
+/// The frames between the files' data frames, from the TOC entries' `offset`..`endOffset`.
+fn header_frames(
+    layer: &LazyLayer,
+    footer: &Footer,
+    toc: &[TocEntry],
+) -> Result<HeaderFrames, TocError> {
+    let bad = |why: String| layer.error(TocProblem::BadToc(why));
+    let mut data: Vec<(u64, u64)> = Vec::new();
+    let mut file_bytes = 0u64;
+    for e in toc {
+        if e.kind == "reg" {
+            file_bytes = file_bytes.saturating_add(e.size);
+        }
+        if matches!(e.kind.as_str(), "reg" | "chunk") && e.end_offset > e.offset {
+            data.push((e.offset, e.end_offset));
+        } else if e.kind == "reg" && e.size > 0 {
+            return Err(bad(format!("file {:?} has data but no frame", e.name)));
+        }
+    }
+    data.sort_unstable();
+    let mut ranges = Vec::new();
+    let mut at = 0u64;
+    for (start, end) in data {
+        if start < at {
+            return Err(bad("file data frames overlap".into()));
+        }
+        if start > at {
+            ranges.push(BlobRange {
+                offset: at,
+                len: start - at,
+            });
+        }
+        at = end;
+    }
+    let toc_start = footer.toc.offset;
+    if at > toc_start {
+        return Err(bad("file data runs into the TOC".into()));
+    }
+    if toc_start > at {
+        ranges.push(BlobRange {
+            offset: at,
+            len: toc_start - at,
+        });
+    }
+    Ok(HeaderFrames {
+        ranges,
+        file_bytes,
+        layer: layer.digest.clone(),
+    })
 }
 
 impl LazyIndex {
-    /// Bytes of the blob the TOC path reads in all: footer, TOC and every captured range.
+    /// Bytes of the blob the TOC path reads in all: footer, TOC, every captured range and the
+    /// header frames when it needs them.
     pub fn total_fetch_bytes(&self) -> u64 {
         self.fetched_bytes
+            + self
+                .header_frames
+                .as_ref()
+                .map_or(0, HeaderFrames::compressed_bytes)
             + self
                 .captures
                 .iter()
