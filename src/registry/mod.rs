@@ -31,7 +31,7 @@ use tokio::sync::Mutex;
 pub use auth::{Credential, Keyring};
 pub use oci_client::Reference;
 pub use platform::Platform;
-pub use range::{MAX_RANGE_BYTES, RangeRead};
+pub use range::{MAX_RANGE_BYTES, MAX_RANGES_PER_REQUEST, RangeRead, RangesRead};
 
 use crate::digest::{Digest, Verifier, VerifyError};
 
@@ -632,7 +632,7 @@ impl Registry {
                         header.as_deref(),
                         &registry,
                         what,
-                        body,
+                        &body,
                     )
                     .await?;
                 let status = response.status();
@@ -871,7 +871,7 @@ impl Registry {
         authorization: Option<&str>,
         registry: &str,
         what: &str,
-        body: Body,
+        body: &Body,
     ) -> Result<Response, RegistryError> {
         let timeout = self.options.request_timeout;
         let authorization = authorization
@@ -882,11 +882,11 @@ impl Registry {
                 .http
                 .request(method.clone(), url)
                 .header(ACCEPT, accept);
-            if body != Body::Stream {
+            if *body != Body::Stream {
                 request = request.timeout(timeout);
             }
-            if let Body::Range { offset, len } = body {
-                request = request.header(reqwest::header::RANGE, range::header(offset, len));
+            if let Body::Range(ranges) = body {
+                request = request.header(reqwest::header::RANGE, ranges.as_str());
             }
             if let Some(a) = authorization {
                 request = request.header(AUTHORIZATION, a);
@@ -1093,13 +1093,13 @@ fn redirect_policy(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect
     }
 }
 
-/// Whether a response's body is read whole (deadline on the whole exchange) or streamed; a
-/// range of a blob is read whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a response's body is read whole (deadline on the whole exchange) or streamed; ranges
+/// of a blob (the `Range` header's value) are read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Body {
     Whole,
     Stream,
-    Range { offset: u64, len: u64 },
+    Range(String),
 }
 
 /// Why a body read whole stopped.

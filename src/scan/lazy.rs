@@ -7,12 +7,19 @@
 //! in full, so a figure never depends on which path built the index.
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 use super::source::Opened;
 use crate::analysis::toc::{BlobRange, LazyFormat, LazyLayer};
 use crate::analysis::{Compression, LayerIndex, LayerLimits};
 use crate::digest::Digest;
-use crate::registry::RangeRead;
+use crate::registry::{MAX_RANGE_BYTES, MAX_RANGES_PER_REQUEST, RangeRead, RangesRead};
+
+/// What one part of a multipart answer costs beyond its bytes (delimiter and headers), for the
+/// decision whether ranges are cheaper than the whole blob.
+const PART_FRAMING_BYTES: u64 = 160;
+/// Range requests of one layer in flight at once.
+const CONCURRENT_REQUESTS: usize = 4;
 
 /// A layer indexed from its table of contents.
 pub(super) struct TocRead {
@@ -48,15 +55,20 @@ pub(super) async fn index_from_toc(
         )));
     }
     // The layer's uncompressed size is one of its figures (and scales its reclaimable pull
-    // bytes); the TOC does not give it, so without the annotation only the full read is exact.
-    let Some(uncompressed) = layer.uncompressed_size() else {
+    // bytes). The TOC does not give it: the descriptor states it (stargz-snapshotter), or, for
+    // containers/storage's zstd:chunked, the frames between the files' data give it; an eStargz
+    // layer without it is read in full.
+    let uncompressed = layer.uncompressed_size();
+    if uncompressed.is_none() && layer.format == LazyFormat::Estargz {
         return Err(refuse(
             "the descriptor does not state the uncompressed size \
              (io.containers.estargz.uncompressed-size), which the layer's figures need"
                 .into(),
         ));
-    };
-    if uncompressed > limits.max_uncompressed_bytes {
+    }
+    if let Some(uncompressed) = uncompressed
+        && uncompressed > limits.max_uncompressed_bytes
+    {
         return Err(refuse(format!(
             "the stated uncompressed size {uncompressed} exceeds the layer limit"
         )));
@@ -93,6 +105,25 @@ async fn read(
         .await
         .map_err(|e| format!("TOC parser stopped: {e}"))?
         .map_err(|e| e.to_string())?;
+    let mut lazy = lazy;
+    if let Some(frames) = lazy.header_frames.take() {
+        let ranges: Vec<(u64, u64)> = frames.ranges.iter().map(|r| (r.offset, r.len)).collect();
+        let cost = frames.compressed_bytes() + ranges.len() as u64 * PART_FRAMING_BYTES;
+        if cost.saturating_add(fetcher.fetched) >= layer.size / 2 {
+            return Err(format!(
+                "the tar headers between the files' data ({} ranges, {} bytes) cost about as \
+                 much as the whole blob",
+                ranges.len(),
+                frames.compressed_bytes()
+            ));
+        }
+        let fetched = fetcher.get_many(&ranges).await?;
+        let slices: Vec<&[u8]> = fetched.iter().map(|b| b.as_ref()).collect();
+        let size = frames
+            .count(&slices, limits.max_uncompressed_bytes)
+            .map_err(|e| e.to_string())?;
+        lazy.uncompressed_bytes = Some(size);
+    }
     let mut captured = Vec::with_capacity(lazy.captures.len());
     for capture in &lazy.captures {
         let mut ranges = Vec::with_capacity(capture.chunks.len());
@@ -125,9 +156,74 @@ impl Fetcher<'_, '_> {
                 self.fetched += bytes.len() as u64;
                 Ok(bytes)
             }
-            RangeRead::Ignored { status } => Err(format!(
-                "the registry does not serve ranges (HTTP {status} to a Range request)"
-            )),
+            RangeRead::Ignored { status } => Err(ignored(status)),
         }
     }
+
+    /// Many ranges, a batch per request (a lone range as a plain one), a few requests at once.
+    async fn get_many(&mut self, ranges: &[(u64, u64)]) -> Result<Vec<Bytes>, String> {
+        let mut batches = Vec::new();
+        let mut rest = ranges;
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < rest.len()
+                && n < MAX_RANGES_PER_REQUEST
+                && bytes + rest[n].1 <= MAX_RANGE_BYTES
+            {
+                bytes += rest[n].1;
+                n += 1;
+            }
+            let (batch, after) = rest.split_at(n.max(1));
+            batches.push(batch);
+            rest = after;
+        }
+        let (opened, digest, size) = (self.opened, self.digest, self.size);
+        // The futures are collected first: a stream over a mapping closure would make the
+        // scan's future fail to be `Send` (the operator spawns it).
+        let requests: Vec<_> = batches
+            .into_iter()
+            .map(|batch| async move {
+                let unserved = "the source serves no ranges";
+                if let [(offset, len)] = batch {
+                    let answer = opened.blob_range(digest, size, *offset, *len).await;
+                    return match answer.ok_or(unserved)?.map_err(|e| e.to_string())? {
+                        RangeRead::Bytes(b) => {
+                            let n = b.len() as u64;
+                            Ok((vec![b], n))
+                        }
+                        RangeRead::Ignored { status } => Err(ignored(status)),
+                    };
+                }
+                let answer = opened.blob_ranges(digest, size, batch).await;
+                match answer.ok_or(unserved)?.map_err(|e| e.to_string())? {
+                    RangesRead::Parts { parts, fetched } => Ok((parts, fetched)),
+                    RangesRead::Ignored { status } => Err(ignored(status)),
+                }
+            })
+            .collect();
+        let answers: Vec<Result<(Vec<Bytes>, u64), String>> = futures_util::stream::iter(requests)
+            .buffered(CONCURRENT_REQUESTS)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(ranges.len());
+        let mut failed = None;
+        for answer in answers {
+            match answer {
+                Ok((parts, fetched)) => {
+                    self.fetched += fetched;
+                    out.extend(parts);
+                }
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+fn ignored(status: u16) -> String {
+    format!("the registry does not serve ranges (HTTP {status} to a Range request)")
 }

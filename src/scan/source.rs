@@ -14,7 +14,9 @@ use futures_util::{Stream, StreamExt};
 use super::layout::LocalImage;
 use super::{ImageSource, ScanErrorKind};
 use crate::digest::Digest;
-use crate::registry::{Credential, RangeRead, RawManifest, Reference, Registry, RegistryError};
+use crate::registry::{
+    Credential, RangeRead, RangesRead, RawManifest, Reference, Registry, RegistryError,
+};
 
 /// A source made ready to read.
 pub(super) enum Opened<'a> {
@@ -139,6 +141,29 @@ impl Opened<'_> {
                         size,
                         offset,
                         len,
+                        &r.credentials,
+                    )
+                    .await,
+            ),
+            Opened::Local(_) => None,
+        }
+    }
+
+    /// Several ranges (`(offset, len)`) of a layer blob in one request; `None` for local sources.
+    pub(super) async fn blob_ranges(
+        &self,
+        digest: &Digest,
+        size: u64,
+        ranges: &[(u64, u64)],
+    ) -> Option<Result<RangesRead, RegistryError>> {
+        match self {
+            Opened::Registry(r) => Some(
+                r.registry
+                    .blob_ranges(
+                        r.reference,
+                        &digest.to_string(),
+                        size,
+                        ranges,
                         &r.credentials,
                     )
                     .await,
