@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use imagebloat::registry::{
-    Credential, Keyring, MAX_RANGE_BYTES, RangeRead, Reference, Registry, RegistryError,
-    RegistryOptions,
+    Credential, Keyring, MAX_RANGE_BYTES, MAX_RANGES_PER_REQUEST, RangeRead, RangesRead, Reference,
+    Registry, RegistryError, RegistryOptions,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -887,5 +887,110 @@ async fn a_range_above_the_cap_is_not_requested() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("a range must hold 1 to"), "{err}");
+    assert!(server.seen().is_empty(), "nothing was sent");
+}
+
+async fn ranges_of(server: &Server, ranges: &[(u64, u64)]) -> Result<RangesRead, RegistryError> {
+    client(&[&server.addr], |_| {})
+        .blob_ranges(
+            &server.image("team/app:1"),
+            BLOB,
+            RANGE_BLOB_SIZE,
+            ranges,
+            &[],
+        )
+        .await
+}
+
+#[tokio::test]
+async fn several_ranges_are_read_from_a_multipart_answer_and_counted_with_their_framing() {
+    let body = b"--B\r\nContent-Range: bytes 0-2/1000000\r\n\r\nabc\r\n--B\r\nContent-Range: bytes 10-11/1000000\r\n\r\nde\r\n--B--\r\n";
+    let server = Server::start(move |_| {
+        reply(
+            206,
+            &[("Content-Type", "multipart/byteranges; boundary=B")],
+            body,
+        )
+    })
+    .await;
+    match ranges_of(&server, &[(0, 3), (10, 2)]).await.unwrap() {
+        RangesRead::Parts { parts, fetched } => {
+            assert_eq!(parts, vec![&b"abc"[..], &b"de"[..]]);
+            assert_eq!(fetched, body.len() as u64);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_multipart_request_answered_otherwise_is_refused_or_reported_unread() {
+    // One merged part instead of two.
+    let server = Server::start(|_| {
+        reply(
+            206,
+            &[("Content-Range", "bytes 0-11/1000000")],
+            b"abcdefghijkl",
+        )
+    })
+    .await;
+    let err = ranges_of(&server, &[(0, 3), (10, 2)]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("not multipart/byteranges"),
+        "{err}"
+    );
+    // Parts of other ranges.
+    let server = Server::start(|_| {
+        reply(
+            206,
+            &[("Content-Type", "multipart/byteranges; boundary=B")],
+            b"--B\r\nContent-Range: bytes 0-2/1000000\r\n\r\nabc\r\n--B\r\nContent-Range: bytes 20-21/1000000\r\n\r\nde\r\n--B--\r\n",
+        )
+    })
+    .await;
+    let err = ranges_of(&server, &[(0, 3), (10, 2)]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("part 1 has Content-Range"),
+        "{err}"
+    );
+    // A flood of parts: cut at the ranges' length plus their framing.
+    let server = Server::start(|_| Reply::Flood {
+        status: 206,
+        headers: vec![(
+            "Content-Type".into(),
+            "multipart/byteranges; boundary=B".into(),
+        )],
+        total: FLOOD,
+        announce: false,
+    })
+    .await;
+    let err = ranges_of(&server, &[(0, 3), (10, 2)]).await.unwrap_err();
+    assert!(err.to_string().contains("longer than the 5 bytes"), "{err}");
+    assert!(server.sent_when_closed().await < FAR_BELOW);
+    // The whole blob: not read.
+    let server = Server::start(|_| Reply::Flood {
+        status: 200,
+        headers: vec![],
+        total: FLOOD,
+        announce: true,
+    })
+    .await;
+    let answer = ranges_of(&server, &[(0, 3), (10, 2)]).await.unwrap();
+    assert!(
+        matches!(answer, RangesRead::Ignored { status: 200 }),
+        "{answer:?}"
+    );
+    assert!(server.sent_when_closed().await < FAR_BELOW);
+}
+
+#[tokio::test]
+async fn unsorted_touching_or_too_many_ranges_are_not_requested() {
+    let server = Server::start(|_| reply(500, &[], b"")).await;
+    let many: Vec<(u64, u64)> = (0..=MAX_RANGES_PER_REQUEST as u64)
+        .map(|i| (i * 10, 1))
+        .collect();
+    for ranges in [&[(10, 2), (0, 3)][..], &[(0, 3), (3, 2)], &[], &many] {
+        let err = ranges_of(&server, ranges).await.unwrap_err();
+        assert!(matches!(err, RegistryError::Refused { .. }), "{err}");
+    }
     assert!(server.seen().is_empty(), "nothing was sent");
 }
