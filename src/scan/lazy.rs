@@ -1,5 +1,7 @@
 //! The table-of-contents path: a layer in eStargz or zstd:chunked indexed from a few ranges of
-//! its blob (footer, TOC, the small files the advice reads) instead of the whole blob.
+//! its blob (footer, TOC, the small files the advice reads; for containers/storage's
+//! zstd:chunked, which does not state its uncompressed size, also the frames of tar headers
+//! between the files' data) instead of the whole blob.
 //!
 //! [`crate::analysis::toc`] does the parsing and checking; this file fetches. Whatever goes wrong
 //! (the registry ignores `Range`, the TOC fails its digest or a bound, an entry the full read
@@ -24,7 +26,8 @@ const CONCURRENT_REQUESTS: usize = 4;
 /// A layer indexed from its table of contents.
 pub(super) struct TocRead {
     pub index: LayerIndex,
-    /// Blob bytes fetched (footer, TOC, captured files' ranges).
+    /// Blob bytes fetched (footer, TOC, captured files' ranges, header frames with their
+    /// multipart framing): what the registry sent.
     pub fetched: u64,
 }
 
@@ -101,11 +104,10 @@ async fn read(
     let toc = fetcher.get(footer.toc_range()).await?;
     let (parsing, limits) = (layer.clone(), *limits);
     // Decompressing and parsing a TOC of ten thousand entries takes milliseconds of CPU.
-    let lazy = tokio::task::spawn_blocking(move || parsing.parse_toc(&footer, &toc, &limits))
+    let mut lazy = tokio::task::spawn_blocking(move || parsing.parse_toc(&footer, &toc, &limits))
         .await
         .map_err(|e| format!("TOC parser stopped: {e}"))?
         .map_err(|e| e.to_string())?;
-    let mut lazy = lazy;
     if let Some(frames) = lazy.header_frames.take() {
         let ranges: Vec<(u64, u64)> = frames.ranges.iter().map(|r| (r.offset, r.len)).collect();
         let cost = frames.compressed_bytes() + ranges.len() as u64 * PART_FRAMING_BYTES;
