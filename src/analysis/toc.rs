@@ -364,7 +364,16 @@ impl LazyLayer {
             ));
         }
         let header_frames = match (self.format, self.uncompressed_size) {
-            (LazyFormat::ZstdChunked, None) => Some(header_frames(self, footer, &toc.entries)?),
+            // A TOC whose frames cannot give the size is still a good index: the problem is kept
+            // for whoever needs the size.
+            (LazyFormat::ZstdChunked, None) => Some(
+                header_frames(self, footer, &toc.entries).unwrap_or_else(|e| HeaderFrames {
+                    ranges: Vec::new(),
+                    file_bytes: 0,
+                    layer: self.digest.clone(),
+                    problem: Some(e.to_string()),
+                }),
+            ),
             _ => None,
         };
         Ok(LazyIndex {
@@ -656,6 +665,8 @@ pub struct HeaderFrames {
     /// Sum of the regular files' sizes.
     file_bytes: u64,
     layer: String,
+    /// Why the TOC's frames cannot give the size (then `ranges` is empty).
+    problem: Option<String>,
 }
 
 impl HeaderFrames {
@@ -672,6 +683,9 @@ impl HeaderFrames {
             format: LazyFormat::ZstdChunked,
             problem: TocProblem::BadToc(format!("tar headers between the files' frames: {why}")),
         };
+        if let Some(problem) = &self.problem {
+            return Err(bad(problem.clone()));
+        }
         if fetched.len() != self.ranges.len() {
             return Err(bad(format!(
                 "{} ranges given for {}",
@@ -762,6 +776,7 @@ fn header_frames(
         ranges,
         file_bytes,
         layer: layer.digest.clone(),
+        problem: None,
     })
 }
 
@@ -1105,6 +1120,50 @@ mod tests {
         let got = entries(read(&blob, &layer).unwrap());
         assert_eq!(got.len(), 6);
         assert_eq!(got[2], ("etc/shadow".into(), EntryKind::Whiteout, 0));
+    }
+
+    #[test]
+    fn a_zstd_chunked_layer_without_a_stated_size_gets_it_from_the_frames_between_its_files() {
+        let headers = zstd::encode_all(&[b'H'; 512][..], 3).unwrap();
+        let data = zstd::encode_all(&b"hello"[..], 3).unwrap();
+        let trailer = zstd::encode_all(&[0u8; 1531][..], 3).unwrap();
+        let start = headers.len();
+        let end = start + data.len();
+        let blob_data = [headers.as_slice(), &data, &trailer].concat();
+        let json = format!(
+            r#"{{"version":1,"entries":[{{"type":"reg","name":"f","size":5,"offset":{start},"endOffset":{end}}}]}}"#
+        );
+        let (blob, layer) = zstd_chunked(&blob_data, json.as_bytes());
+        let lazy = read(&blob, &layer).unwrap();
+        let frames = lazy.header_frames.clone().unwrap();
+        assert_eq!(frames.ranges.len(), 2);
+        assert_eq!(
+            frames.ranges[0],
+            BlobRange {
+                offset: 0,
+                len: start as u64
+            }
+        );
+        // The second range runs to the TOC, over the skippable frame's 8-byte header.
+        let toc_start = blob_data.len() as u64 + 8;
+        assert_eq!(frames.ranges[1].offset + frames.ranges[1].len, toc_start);
+        let fetched: Vec<&[u8]> = frames.ranges.iter().map(|r| slice(&blob, *r)).collect();
+        assert_eq!(frames.count(&fetched, 1 << 20).unwrap(), 512 + 5 + 1531);
+        let err = frames.count(&fetched, 1000).unwrap_err();
+        assert!(err.to_string().contains("more than 1000 bytes"), "{err}");
+        assert_eq!(
+            lazy.total_fetch_bytes(),
+            lazy.fetched_bytes + frames.compressed_bytes()
+        );
+    }
+
+    #[test]
+    fn a_zstd_chunked_file_with_data_but_no_frame_gives_no_size() {
+        let (blob, layer) = zstd_chunked(b"xxxx", TOC);
+        let frames = read(&blob, &layer).unwrap().header_frames.unwrap();
+        assert!(frames.ranges.is_empty());
+        let err = frames.count(&[], 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("has data but no frame"), "{err}");
     }
 
     #[test]
