@@ -48,6 +48,8 @@ EXPECTED_RULES = {
     ("batch", "cronjobs"): {"get"},
     ("imagebloat.dev", "imagereports"): {"list", "watch", "create", "patch"},
     ("imagebloat.dev", "imagereports/status"): {"patch"},
+    ("imagebloat.dev", "clusterimagereports"): {"list", "create", "patch", "delete"},
+    ("imagebloat.dev", "clusterimagereports/status"): {"patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 # Flags the operator accepts more than once.

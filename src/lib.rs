@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod digest;
+pub mod fleet;
 pub mod format;
 pub mod metrics;
 pub mod operator;

@@ -35,7 +35,7 @@ enum Command {
     Scan(ScanArgs),
     /// Run the operator: watch Pods, write ImageReports, serve metrics.
     Run(RunArgs),
-    /// Print the ImageReport CustomResourceDefinition (YAML), as in crds/.
+    /// Print the ImageReport and ClusterImageReport CustomResourceDefinitions (YAML), as in crds/.
     Crd,
 }
 
@@ -85,6 +85,13 @@ struct RunArgs {
     /// Memory for layer indexes kept for images that share layers.
     #[arg(long, value_name = "SIZE", default_value = "64MiB")]
     layer_cache: ByteSize,
+    /// Compute the fleet view (ClusterImageReports, Node and cluster gauges) at most once per
+    /// this many seconds, and only when a workload changed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    fleet_interval_seconds: u64,
+    /// Delete a ClusterImageReport once no workload has run its image for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    cluster_report_grace_seconds: u64,
 }
 
 /// Registry access flags shared by every command that reads registries.
@@ -271,6 +278,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Run(args) => runtime.block_on(run_operator(args)),
         Command::Crd => {
             print!("{}", imagebloat::report::crd::crd_yaml());
+            print!("---\n{}", imagebloat::report::cluster::cluster_crd_yaml());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -477,6 +485,10 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
         identity,
         retry: Duration::from_secs(args.retry_seconds.max(1)),
         layer_cache_bytes: usize::try_from(args.layer_cache.as_u64()).unwrap_or(usize::MAX),
+        fleet: imagebloat::operator::fleet::FleetConfig {
+            interval: Duration::from_secs(args.fleet_interval_seconds.max(1)),
+            grace: Duration::from_secs(args.cluster_report_grace_seconds),
+        },
     })
 }
 

@@ -21,6 +21,8 @@ use prometheus::{
 };
 
 use crate::analysis::ImageAnalysis;
+
+pub mod fleet;
 use crate::registry::Observer;
 
 const IMAGE_LABELS: &[&str] = &[
@@ -110,6 +112,8 @@ pub struct Metrics {
     pub analyses_skipped: IntCounter,
     /// Proofs of pull access by result (`granted`, `refused`, `error`).
     pub access_checks: IntCounterVec,
+    /// The fleet view's Node, cluster and per-image gauges (`metrics::fleet`).
+    pub fleet: fleet::FleetMetrics,
     state: Mutex<SeriesState>,
 }
 
@@ -257,6 +261,7 @@ impl Metrics {
                  credentials), by result",
                 &["result"],
             ),
+            fleet: fleet::FleetMetrics::register(&r),
             state: Mutex::default(),
             registry: r,
         };

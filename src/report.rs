@@ -11,6 +11,8 @@ use crate::analysis::{ANALYZER_VERSION, ImageAnalysis};
 use crate::format::truncate;
 use crate::scan::ScannedImage;
 
+pub mod cluster;
+
 /// Hidden files listed (the count covers all of them).
 pub const MAX_HIDDEN_FILES: usize = 20;
 /// Recommendations listed.

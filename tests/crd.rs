@@ -13,9 +13,14 @@ fn checked_in_crd_matches_the_rust_types() {
         "/crds/imagereports.imagebloat.dev.yaml"
     );
     let checked_in = std::fs::read_to_string(path).unwrap();
+    let cluster = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/clusterimagereports.imagebloat.dev.yaml"
+    ))
+    .unwrap();
     assert!(
-        printed == checked_in,
-        "crds/imagereports.imagebloat.dev.yaml is stale: run `cargo run -- crd > crds/imagereports.imagebloat.dev.yaml`"
+        printed == format!("{checked_in}---\n{cluster}"),
+        "crds/ is stale: print each CRD with `imagebloat crd` (ImageReport first, then ClusterImageReport after `---`) into crds/"
     );
 }
 
@@ -68,5 +73,63 @@ fn the_helm_charts_crd_is_the_same_file() {
     assert!(
         chart == crds,
         "charts/imagebloat/crds/ is stale: run scripts/sync-chart-crd.sh"
+    );
+    let chart = std::fs::read(format!(
+        "{root}/charts/imagebloat/crds/clusterimagereports.imagebloat.dev.yaml"
+    ))
+    .unwrap();
+    let crds = std::fs::read(format!(
+        "{root}/crds/clusterimagereports.imagebloat.dev.yaml"
+    ))
+    .unwrap();
+    assert!(
+        chart == crds,
+        "charts/imagebloat/crds/ is stale: run scripts/sync-chart-crd.sh"
+    );
+}
+
+#[test]
+fn the_cluster_report_crd_is_cluster_scoped_and_sorts_fix_first() {
+    let crd: serde_yaml::Value =
+        serde_yaml::from_str(&imagebloat::report::cluster::cluster_crd_yaml()).unwrap();
+    assert_eq!(
+        crd["metadata"]["name"],
+        "clusterimagereports.imagebloat.dev"
+    );
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+    assert_eq!(crd["spec"]["names"]["kind"], "ClusterImageReport");
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "cir");
+    let version = &crd["spec"]["versions"][0];
+    assert!(version["subresources"]["status"].is_mapping());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Image",
+            "Workloads",
+            "Nodes",
+            "Pull",
+            "Fleet Reclaimable",
+            "Efficiency",
+            "Age",
+            "Fleet Pull"
+        ]
+    );
+    let fleet =
+        &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["fleet"];
+    assert_eq!(
+        fleet["properties"]["reclaimablePullBytes"]["type"], "integer",
+        "the sort key sorts as a number"
+    );
+    assert!(
+        fleet["description"]
+            .as_str()
+            .unwrap()
+            .contains("no other image running on that Node")
     );
 }

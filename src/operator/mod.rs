@@ -25,6 +25,7 @@ pub mod access;
 pub mod analyze;
 pub mod context;
 pub mod failures;
+pub mod fleet;
 pub mod gone;
 pub mod images;
 pub mod index;
@@ -92,6 +93,8 @@ pub struct Config {
     pub retry: Duration,
     /// Bytes of layer indexes kept for images that share layers.
     pub layer_cache_bytes: usize,
+    /// When the fleet view is computed, and how long an unused image keeps its cluster report.
+    pub fleet: fleet::FleetConfig,
 }
 
 /// Why the operator stopped.
@@ -177,6 +180,7 @@ async fn operate(
     tracing::info!("watching pods");
     tasks.spawn(gone::follow_report_deletions(ctx.clone(), work.clone()));
     tasks.spawn(reconcile_workloads(ctx.clone(), work));
+    tasks.spawn(fleet::maintain(ctx.clone()));
     tasks.spawn(prune_unused_images(ctx));
     until_stopped(elector, tasks).await
 }

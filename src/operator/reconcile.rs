@@ -85,6 +85,14 @@ async fn reconcile_workload(ctx: &Context, w: &Workload) -> Result<Action, kube:
 
     let key = report_key(&w.namespace, &w.kind, &w.uid);
     ctx.images.findings.used_by(key.clone(), outcome.used);
+    ctx.fleet.record(
+        key.clone(),
+        w,
+        outcome
+            .containers
+            .iter()
+            .filter_map(|c| c.findings.as_ref()),
+    );
     let previous = ctx.written.get(&key);
     let status = status::new_status(
         outcome.containers,
@@ -171,6 +179,7 @@ pub fn forget(ctx: &Context, w: &Workload) {
     ctx.metrics.remove_workload(&labels(w));
     ctx.written.remove(&key);
     ctx.images.findings.release(&key);
+    ctx.fleet.forget(&key);
     tracing::info!(namespace = %w.namespace, workload = %w.name, kind = %w.kind, "workload gone; its series are removed");
 }
 
