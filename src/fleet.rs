@@ -176,7 +176,8 @@ pub fn compute(input: &FleetInput) -> Fleet {
         for d in w.images.iter().filter(|d| known(d)) {
             workloads_of.entry(d).or_default().insert(&w.name);
             if !w.nodes.is_empty() {
-                workload_pull_bytes += input.images[d].totals.pull_bytes;
+                workload_pull_bytes =
+                    workload_pull_bytes.saturating_add(input.images[d].totals.pull_bytes);
             }
             for n in &w.nodes {
                 on_node.entry(n).or_default().insert(d);
@@ -211,8 +212,8 @@ pub fn compute(input: &FleetInput) -> Fleet {
         nodes.insert(
             node.to_string(),
             NodeCost {
-                pull_bytes: layers.values().map(|l| l.0).sum(),
-                reclaimable_pull_bytes: layers.values().map(|l| l.1).sum(),
+                pull_bytes: total(layers.values().map(|l| l.0)),
+                reclaimable_pull_bytes: total(layers.values().map(|l| l.1)),
             },
         );
         for d in images {
@@ -220,8 +221,8 @@ pub fn compute(input: &FleetInput) -> Fleet {
             c.2 += 1;
             for l in facts(d).distinct_layers() {
                 if layers[l.digest.as_str()].2 == 1 {
-                    c.0 += l.pull_bytes;
-                    c.1 += l.reclaimable_pull_bytes;
+                    c.0 = c.0.saturating_add(l.pull_bytes);
+                    c.1 = c.1.saturating_add(l.reclaimable_pull_bytes);
                 }
             }
         }
@@ -274,10 +275,10 @@ pub fn compute(input: &FleetInput) -> Fleet {
         .collect();
 
     let cluster = ClusterCost {
-        distinct_pull_bytes: distinct.values().sum(),
-        node_pull_bytes: nodes.values().map(|n: &NodeCost| n.pull_bytes).sum(),
+        distinct_pull_bytes: total(distinct.values().copied()),
+        node_pull_bytes: total(nodes.values().map(|n: &NodeCost| n.pull_bytes)),
         workload_pull_bytes,
-        reclaimable_pull_bytes: nodes.values().map(|n| n.reclaimable_pull_bytes).sum(),
+        reclaimable_pull_bytes: total(nodes.values().map(|n| n.reclaimable_pull_bytes)),
         running_images: running.len() as u64,
     };
     Fleet {
@@ -285,6 +286,12 @@ pub fn compute(input: &FleetInput) -> Fleet {
         nodes,
         cluster,
     }
+}
+
+/// A sum of byte counts that stops at `u64::MAX` (sizes come from registries: never trusted to
+/// add up).
+fn total(bytes: impl Iterator<Item = u64>) -> u64 {
+    bytes.fold(0, u64::saturating_add)
 }
 
 /// The name of an image's cluster report: the repository's last path segment (for people) and
@@ -526,6 +533,51 @@ mod tests {
         assert_eq!(fleet.nodes["n1"].pull_bytes, 5);
         assert_eq!(fleet.reports["sha256:dup"].status.fleet.pull_bytes, 5);
         assert_eq!(fleet.cluster.distinct_pull_bytes, 5);
+    }
+
+    #[test]
+    fn the_largest_cluster_report_stays_under_64_kib() {
+        use crate::report::{MAX_FIELD, MAX_LAYERS, MAX_MESSAGE, MAX_REFERENCE};
+        let layers = (0..MAX_LAYERS)
+            .map(|i| {
+                layer(
+                    &format!("{i:0>width$}", width = MAX_FIELD),
+                    u64::MAX / 1024,
+                    1,
+                )
+            })
+            .collect();
+        let mut facts = (*image("big", layers)).clone();
+        facts.image = "i".repeat(MAX_REFERENCE);
+        facts.digest = "d".repeat(MAX_FIELD);
+        facts.platform = "p".repeat(MAX_FIELD);
+        facts.top_recommendation = Some(TopRecommendation {
+            kind: "k".repeat(MAX_FIELD),
+            message: "m".repeat(MAX_MESSAGE),
+            saved_bytes: u64::MAX,
+        });
+        let digest = facts.digest.clone();
+        // Object names: namespaces of 63 characters, workload names of 253.
+        let workloads = (0..100)
+            .map(|i| WorkloadRun {
+                name: WorkloadName {
+                    namespace: format!("{i:0>63}"),
+                    kind: "StatefulSet".into(),
+                    name: format!("{i:0>253}"),
+                },
+                images: [digest.clone()].into(),
+                nodes: [format!("{i:0>253}")].into(),
+            })
+            .collect();
+        let input = FleetInput {
+            images: [(digest.clone(), Arc::new(facts))].into(),
+            workloads,
+        };
+        let fleet = compute(&input);
+        let r = &fleet.reports[&digest];
+        let len = serde_json::to_vec(&(&r.spec, &r.status)).unwrap().len();
+        assert!(len < 60 << 10, "{len} bytes");
+        assert_eq!(r.status.workload_count, 100);
     }
 
     #[test]

@@ -74,7 +74,10 @@ pub struct ClusterImageReportStatus {
     pub workload_count: u32,
     /// How many Nodes run the image (a Pod of a workload running it is bound to them).
     pub nodes: u32,
-    /// What Nodes download for the image and what a cleanup of it would save.
+    /// What Nodes download for the image and what a cleanup of it would save. On each Node
+    /// running the image, it is charged the layers no other image running on that Node has
+    /// (what the Node would not download without it); a layer shared with another image on the
+    /// same Node is charged to neither.
     pub fleet: FleetCost,
     /// The recommendation that saves the most bytes in one copy of the image, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
