@@ -17,3 +17,4 @@ pub mod report;
 pub mod scan;
 pub mod table;
 pub mod testkit;
+pub mod top;

@@ -35,8 +35,45 @@ enum Command {
     Scan(ScanArgs),
     /// Run the operator: watch Pods, write ImageReports, serve metrics.
     Run(RunArgs),
+    /// The images to fix first: each image, the workloads and Nodes running it, the download
+    /// bytes a cleanup saves over the fleet, and the recommendation that saves the most.
+    ///
+    /// Reads ClusterImageReports (or, with --namespace, that namespace's ImageReports) through
+    /// the current kubeconfig context. Also runs as the kubectl plugin `kubectl imagebloat top`
+    /// when installed as `kubectl-imagebloat`.
+    Top(TopArgs),
     /// Print the ImageReport and ClusterImageReport CustomResourceDefinitions (YAML), as in crds/.
     Crd,
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// Only this namespace's workloads, from its ImageReports (no cluster-level access needed;
+    /// each workload counts as one download of each of its images).
+    #[arg(short, long, value_name = "NS")]
+    namespace: Option<String>,
+    /// Largest first by this figure.
+    #[arg(long, value_enum, default_value_t = TopSort::FleetReclaimable)]
+    sort: TopSort,
+    /// Show only this many images (0 for all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    limit: usize,
+    #[arg(short, long, value_enum, default_value_t = TopOutput::Table)]
+    output: TopOutput,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TopSort {
+    /// Download bytes a cleanup saves over the fleet.
+    FleetReclaimable,
+    /// Compressed size of one copy.
+    Pull,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TopOutput {
+    Table,
+    Json,
 }
 
 #[derive(Args)]
@@ -219,7 +256,7 @@ fn main() -> ExitCode {
         )
         .init();
     // Usage errors exit here, with clap's message and status 2.
-    let cli = Cli::parse();
+    let cli = parse_cli();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -232,6 +269,22 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The command line; as the kubectl plugin (`kubectl-imagebloat`, which kubectl runs for
+/// `kubectl imagebloat ARGS`), the same commands, named as kubectl users type them.
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let plugin = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_stem().map(|s| s == "kubectl-imagebloat"))
+        .unwrap_or(false);
+    if !plugin {
+        return Cli::parse();
+    }
+    let matches = Cli::command().bin_name("kubectl imagebloat").get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Why a command stopped early. `main` prints it, once, and exits with its code.
@@ -276,6 +329,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Scan(args) => runtime.block_on(run_scan(args)),
         Command::Run(args) => runtime.block_on(run_operator(args)),
+        Command::Top(args) => runtime.block_on(run_top(args)),
         Command::Crd => {
             print!("{}", imagebloat::report::crd::crd_yaml());
             print!("---\n{}", imagebloat::report::cluster::cluster_crd_yaml());
@@ -408,6 +462,40 @@ fn progress_line() -> Arc<dyn Fn(scan::Progress) + Send + Sync> {
         );
         let _ = err.flush();
     })
+}
+
+async fn run_top(args: TopArgs) -> Result<ExitCode, Error> {
+    use imagebloat::top;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the cluster of the current kubeconfig context: {e}"))?;
+    let what = match &args.namespace {
+        Some(ns) => format!("ImageReports in namespace {ns}"),
+        None => "ClusterImageReports".to_string(),
+    };
+    let mut rows = top::fetch(client, args.namespace.as_deref())
+        .await
+        .map_err(|e| format!("cannot list {what}: {e}"))?;
+    let key = match args.sort {
+        TopSort::FleetReclaimable => top::SortKey::FleetReclaimable,
+        TopSort::Pull => top::SortKey::Pull,
+    };
+    top::sort(&mut rows, key);
+    if args.limit > 0 {
+        rows.truncate(args.limit);
+    }
+    let text = match args.output {
+        TopOutput::Table if rows.is_empty() => format!("No {what} found.\n"),
+        TopOutput::Table => top::table(&rows),
+        TopOutput::Json => serde_json::to_string_pretty(&rows)
+            .map(|s| s + "\n")
+            .map_err(|e| format!("cannot print the list: {e}"))?,
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|_| Error::StdoutClosed)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_findings(findings: &ImageFindings, output: Output) -> Result<(), Error> {

@@ -51,10 +51,13 @@ fn layer_digest(image: &Image, i: usize) -> &str {
     &image.blobs[i].0
 }
 
-/// The cluster reports of these digests, once each has the figures `done` accepts.
+/// The cluster reports of these digests that name workloads of namespace `ns` (a report of the
+/// same image from an earlier run may be there until the operator deletes it), once they have
+/// the figures `done` accepts.
 async fn cluster_reports(
     api: &Api<ClusterImageReport>,
     digests: &[&str],
+    ns: &str,
     op: &Operator,
     done: impl Fn(&BTreeMap<String, ClusterImageReport>) -> bool,
 ) -> BTreeMap<String, ClusterImageReport> {
@@ -65,6 +68,11 @@ async fn cluster_reports(
                     .items
                     .into_iter()
                     .filter(|r| digests.contains(&r.spec.digest.as_str()))
+                    .filter(|r| {
+                        r.status
+                            .as_ref()
+                            .is_some_and(|s| s.workloads.iter().all(|w| w.namespace == ns))
+                    })
                     .map(|r| (r.spec.digest.clone(), r))
                     .collect();
                 if done(&mine) {
@@ -104,7 +112,7 @@ async fn three_images_on_a_shared_base_across_three_nodes_cost_exactly_their_uns
         base(),
         Layer::new("ADD web")
             .sized("bin/web", 120_000)
-            .sized("tmp/web.tgz", 30_000),
+            .sized("tmp/web.tgz", 100_000),
     ])
     .build();
     let worker_image = ImageBuilder::new(vec![
@@ -121,7 +129,7 @@ async fn three_images_on_a_shared_base_across_three_nodes_cost_exactly_their_uns
     }
     let b = layer_costs(&api_image, 0, 50_000);
     let a = layer_costs(&api_image, 1, 0);
-    let w = layer_costs(&web_image, 1, 30_000);
+    let w = layer_costs(&web_image, 1, 100_000);
     let k = layer_costs(&worker_image, 1, 0);
     assert!(b.reclaimable > 0 && w.reclaimable > 0);
 
@@ -187,20 +195,12 @@ async fn three_images_on_a_shared_base_across_three_nodes_cost_exactly_their_uns
         worker_ref.digest.as_str(),
     ];
     let cirs: Api<ClusterImageReport> = Api::all(cluster.client.clone());
-    // Written by this test's operator (a report of the same image from an earlier run may be
-    // there at first, naming that run's namespace).
-    let ours = |r: &ClusterImageReport| {
-        r.status
-            .as_ref()
-            .is_some_and(|s| s.workloads.iter().all(|w| w.namespace == cluster.ns))
-    };
-    let reports = cluster_reports(&cirs, &digests, &op, |m| {
+    let reports = cluster_reports(&cirs, &digests, &cluster.ns, &op, |m| {
         m.len() == 3
             && m.values().all(|r| {
-                ours(r)
-                    && r.status
-                        .as_ref()
-                        .is_some_and(|s| s.workload_count == 2 && s.nodes > 0)
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.workload_count == 2 && s.nodes > 0)
             })
             && m[&worker_ref.digest].status.as_ref().unwrap().nodes == 1
             && m[&web_ref.digest].status.as_ref().unwrap().nodes == 2
@@ -337,6 +337,52 @@ async fn three_images_on_a_shared_base_across_three_nodes_cost_exactly_their_uns
         "rows in ascending fleet reclaimable order:\n{text}"
     );
 
+    // `kubectl imagebloat top`: the binary installed as a kubectl plugin, run by a real kubectl.
+    let plugin = Plugin::install();
+    let json = plugin.top(&["--output", "json", "--limit", "0"], None);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).expect("a JSON list");
+    let names: Vec<String> = reports
+        .values()
+        .map(|r| r.metadata.name.clone().unwrap())
+        .collect();
+    let mine: Vec<(&str, u64, u64, u64)> = rows
+        .iter()
+        .filter(|r| names.iter().any(|n| r["report"] == n.as_str()))
+        .map(|r| {
+            (
+                r["digest"].as_str().unwrap(),
+                u(r, "workloads"),
+                u(r, "nodes"),
+                u(r, "fleetReclaimablePullBytes"),
+            )
+        })
+        .collect();
+    let mut expected: Vec<(&str, u64, u64, u64)> = vec![
+        (&api_ref.digest, 2, 2, 0),
+        (&web_ref.digest, 2, 2, 2 * w.reclaimable),
+        (&worker_ref.digest, 2, 1, b.reclaimable),
+    ];
+    expected.sort_by_key(|e| std::cmp::Reverse(e.3));
+    assert_eq!(mine, expected, "largest fleet reclaimable first:\n{json}");
+    let web_name = reports[&web_ref.digest].metadata.name.clone().unwrap();
+    let web_row = rows
+        .iter()
+        .find(|r| r["report"] == web_name.as_str())
+        .unwrap_or_else(|| panic!("no row for {web_name}:\n{json}"));
+    let advice = &web_row["recommendation"];
+    // /tmp left behind: one copy saves its 100 kB, on each of two Nodes.
+    assert_eq!(advice["kind"], "remove-temp-files", "{web_row}");
+    assert_eq!(u(advice, "savedBytes"), 100_000, "{web_row}");
+    assert_eq!(u(advice, "copies"), 2, "{web_row}");
+    assert_eq!(u(advice, "totalSavedBytes"), 200_000);
+    let text = plugin.top(&["--sort", "pull"], None);
+    assert!(
+        text.lines().next().unwrap().starts_with("IMAGE")
+            && text.contains("FLEET RECLAIMABLE")
+            && text.contains(&reports[&web_ref.digest].spec.image),
+        "{text}"
+    );
+
     // A namespace user with the built-in view role reads the namespace's ImageReports, and no
     // cluster report.
     let out = kubectl(&[
@@ -371,12 +417,32 @@ async fn three_images_on_a_shared_base_across_three_nodes_cost_exactly_their_uns
         "a namespace user reads cluster reports"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("forbidden"));
+    // The same user's `top` for the namespace: each workload one copy of its image.
+    let json = plugin.top(&["-n", &cluster.ns, "--output", "json"], Some(&viewer.path));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).expect("a JSON list");
+    let web_row = rows
+        .iter()
+        .find(|r| r["digest"] == web_ref.digest.as_str())
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(u(web_row, "workloads"), 2);
+    assert!(web_row.get("nodes").is_none(), "{web_row}");
+    assert_eq!(
+        u(web_row, "fleetReclaimablePullBytes"),
+        2 * (b.reclaimable + w.reclaimable)
+    );
+    let refused = plugin.run(&["top"], Some(&viewer.path));
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("cannot list ClusterImageReports"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     // api stops being used: its cluster report goes after the grace; the rest is recomputed.
     for name in ["api", "api-canary"] {
         cluster.delete_deployment_only(name).await;
     }
-    let reports = cluster_reports(&cirs, &digests, &op, |m| {
+    let reports = cluster_reports(&cirs, &digests, &cluster.ns, &op, |m| {
         m.len() == 2
             && m.get(&web_ref.digest).is_some_and(|r| {
                 r.status
@@ -407,4 +473,45 @@ async fn three_images_on_a_shared_base_across_three_nodes_cost_exactly_their_uns
         op.log()
     );
     helm(&["uninstall", &release.name, "-n", &release.namespace]);
+}
+
+/// `imagebloat` installed as the kubectl plugin `kubectl-imagebloat` in a directory of its own,
+/// run through the test bed's kubectl with that directory first on `PATH`.
+struct Plugin {
+    dir: tempfile::TempDir,
+}
+
+impl Plugin {
+    fn install() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubectl-imagebloat");
+        std::fs::copy(env!("CARGO_BIN_EXE_imagebloat"), &path).unwrap();
+        Plugin { dir }
+    }
+
+    /// `kubectl imagebloat ARGS` (with `--kubeconfig` when given).
+    fn run(&self, args: &[&str], kubeconfig: Option<&str>) -> std::process::Output {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = std::process::Command::new(env("IMAGEBLOAT_TEST_KUBECTL"));
+        cmd.arg("imagebloat").args(args).env("PATH", path);
+        if let Some(k) = kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
+        cmd.output().expect("kubectl imagebloat")
+    }
+
+    /// `kubectl imagebloat top ARGS`, which must succeed; its standard output.
+    fn top(&self, args: &[&str], kubeconfig: Option<&str>) -> String {
+        let out = self.run(&[&["top"], args].concat(), kubeconfig);
+        assert!(
+            out.status.success(),
+            "kubectl imagebloat top {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
 }
