@@ -677,7 +677,7 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_operato
     ])
     .build();
     let good = push("e2e-prom", &good).await;
-    let op = cluster.start_operator(&[]);
+    let op = cluster.start_operator(&["--fleet-interval-seconds", "1"]);
     let prometheus = Prometheus::scraping(&op.metrics);
     cluster.deploy_running("good", &good).await;
     // A second workload whose image is missing: errors show on the dashboard too.
@@ -697,6 +697,18 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_operato
                 .value("count_over_time(imagebloat_image_pull_bytes{workload=\"good\"}[1m])")
                 .await
                 .filter(|n| *n >= 3.0)
+        },
+    )
+    .await;
+    // And with the fleet view's series (computed apart from the reconciles).
+    wait_for(
+        "scrapes with fleet series",
+        Duration::from_secs(60),
+        || async {
+            prometheus
+                .value("count_over_time(imagebloat_image_fleet_pull_bytes[1m])")
+                .await
+                .filter(|n| *n >= 2.0)
         },
     )
     .await;
