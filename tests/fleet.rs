@@ -287,6 +287,46 @@ async fn three_images_on_a_shared_base_across_three_nodes_cost_exactly_their_uns
         2 * (b.reclaimable + w.reclaimable) + b.reclaimable
     );
 
+    // The dashboard's fleet row, evaluated by a real Prometheus scraping the operator: the
+    // cluster lines give exactly these figures.
+    let prometheus = Prometheus::scraping(&op.metrics);
+    let row: Vec<String> = dashboard_queries()
+        .into_iter()
+        .filter(|q| q.contains("imagebloat_cluster_") || q.contains("imagebloat_node_"))
+        .collect();
+    assert_eq!(row.len(), 6, "{row:?}");
+    let expected_by_metric = [
+        (
+            "imagebloat_cluster_distinct_pull_bytes",
+            b.pull + a.pull + w.pull + k.pull,
+        ),
+        (
+            "imagebloat_cluster_node_pull_bytes",
+            2 * n12 + b.pull + k.pull,
+        ),
+        (
+            "imagebloat_cluster_workload_pull_bytes",
+            2 * (b.pull + a.pull) + 2 * (b.pull + w.pull) + 2 * (b.pull + k.pull),
+        ),
+        (
+            "imagebloat_cluster_reclaimable_pull_bytes",
+            2 * (b.reclaimable + w.reclaimable) + b.reclaimable,
+        ),
+        // topk over Nodes: the largest Node first.
+        ("imagebloat_node_pull_bytes", n12),
+    ];
+    for q in &row {
+        let (_, want) = expected_by_metric
+            .iter()
+            .find(|(m, _)| q.contains(m))
+            .unwrap();
+        let got = wait_for(q, Duration::from_secs(30), || async {
+            prometheus.value(q).await.filter(|v| *v as u64 == *want)
+        })
+        .await;
+        assert_eq!(got as u64, *want, "{q}");
+    }
+
     // `kubectl get cir`, sorted fix first (ascending: the largest last).
     let out = kubectl(&["get", "cir", "--sort-by=.status.fleet.reclaimablePullBytes"]);
     assert!(
