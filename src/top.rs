@@ -181,7 +181,7 @@ pub fn table(rows: &[TopRow]) -> String {
             None => "-".to_string(),
         };
         lines.push([
-            r.image.clone(),
+            short_image(&r.image),
             r.workloads.to_string(),
             r.nodes.map_or("-".into(), |n| n.to_string()),
             format::size(r.fleet_reclaimable_pull_bytes),
@@ -217,6 +217,16 @@ pub fn table(rows: &[TopRow]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The image with its digest cut to 12 hex digits (the JSON output keeps it whole).
+fn short_image(image: &str) -> String {
+    match image.split_once("@sha256:") {
+        Some((repository, hex)) if hex.len() > 12 => {
+            format!("{repository}@sha256:{}", &hex[..12])
+        }
+        _ => image.to_string(),
+    }
 }
 
 /// Reads the rows through `client`: the cluster reports, or one namespace's reports.
@@ -335,5 +345,10 @@ mod tests {
         let json = serde_json::to_value(&rows[1]).unwrap();
         assert_eq!(json["fleetReclaimablePullBytes"], 80);
         assert!(json.get("nodes").is_none());
+        assert_eq!(
+            short_image(&format!("r/app@sha256:{}", "ab".repeat(32))),
+            "r/app@sha256:abababababab"
+        );
+        assert_eq!(short_image("r/app:1"), "r/app:1");
     }
 }
