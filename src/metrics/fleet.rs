@@ -29,8 +29,10 @@ pub struct FleetMetrics {
     /// Per image (`image`, `digest`): its fleet cost and the reclaimable share of it.
     pub image_fleet_pull_bytes: GaugeVec,
     pub image_fleet_reclaimable_pull_bytes: GaugeVec,
-    /// Cluster report writes (server-side apply) and deletions, by result.
+    /// Cluster report writes (server-side apply), by result.
     pub cluster_reports_written: prometheus::IntCounterVec,
+    /// Cluster reports deleted because no workload runs their image any more.
+    pub cluster_reports_deleted: prometheus::IntCounter,
     /// Label sets set last, to remove the ones that disappear.
     last: Mutex<LastSet>,
 }
@@ -58,7 +60,7 @@ impl FleetMetrics {
             prometheus::IntCounterVec::new(
                 Opts::new(
                     "imagebloat_cluster_reports_written_total",
-                    "ClusterImageReport writes (server-side apply) and deletions, by result",
+                    "ClusterImageReport writes (server-side apply), by result",
                 ),
                 &["result"],
             )
@@ -108,6 +110,14 @@ impl FleetMetrics {
                 &["image", "digest"],
             ),
             cluster_reports_written: written,
+            cluster_reports_deleted: register(
+                r,
+                prometheus::IntCounter::new(
+                    "imagebloat_cluster_reports_deleted_total",
+                    "ClusterImageReports deleted once no workload had run their image for the grace",
+                )
+                .expect("valid metric"),
+            ),
             last: Mutex::default(),
         }
     }

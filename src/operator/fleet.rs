@@ -291,9 +291,9 @@ async fn delete_unused(ctx: &Context, api: &Api<ClusterImageReport>, written: &m
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e),
         };
-        count(ctx, result.is_ok());
         match result {
             Ok(()) => {
+                ctx.metrics.fleet.cluster_reports_deleted.inc();
                 tracing::info!(report = %name, "no workload runs the image any more: cluster image report deleted");
                 written.unused_since.remove(&name);
                 written.hashes.remove(&name);

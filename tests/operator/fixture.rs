@@ -302,6 +302,19 @@ impl Cluster {
         }
     }
 
+    /// Sets a Deployment's replicas.
+    #[allow(dead_code)] // tests/fleet.rs
+    pub async fn scale_deployment(&self, name: &str, replicas: i32) {
+        self.api::<Deployment>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .unwrap();
+    }
+
     /// Deletes a Deployment and its Pods (label `app=NAME`) with grace period 0, leaving the
     /// namespace's other Pods alone.
     #[allow(dead_code)] // tests/fleet.rs
