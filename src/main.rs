@@ -122,8 +122,8 @@ struct RunArgs {
     /// Memory for layer indexes kept for images that share layers.
     #[arg(long, value_name = "SIZE", default_value = "64MiB")]
     layer_cache: ByteSize,
-    /// Compute the fleet view (ClusterImageReports, Node and cluster gauges) at most once per
-    /// this many seconds, and only when a workload changed.
+    /// Compute the fleet view (ClusterImageReports, Node and cluster gauges) once no workload
+    /// changed for this many seconds (at the latest after five times as long under churn).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     fleet_interval_seconds: u64,
     /// Delete a ClusterImageReport once no workload has run its image for this many seconds.

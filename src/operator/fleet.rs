@@ -1,9 +1,11 @@
 //! The fleet view in the operator: what each workload runs, gathered as it is reconciled; the
 //! `ClusterImageReport`s and the fleet gauges computed from it (`crate::fleet`) and written.
 //!
-//! Writes are bounded by changes, not by Pod events: reconciles only mark the view stale; at most
-//! once per `--fleet-interval-seconds` it is computed again, and a report is applied only when
-//! its content differs from what was last written (a hash per report). Cluster-scoped reports
+//! Writes are bounded by changes, not by Pod events: reconciles only mark the view stale; it is
+//! computed again once no reconcile changed it for a whole `--fleet-interval-seconds` (so a burst
+//! of reconciles, as at start, is one computation), or at the latest after `QUIET_WAIT_INTERVALS`
+//! intervals under constant churn; and a report is applied only when its content differs from
+//! what was last written (a hash per report). Cluster-scoped reports
 //! have no namespaced owner to be garbage-collected with, so a report whose image no workload
 //! runs any more is deleted here, once it has stayed unused for `--cluster-report-grace-seconds`
 //! (an image that comes back within the grace keeps its report). Reports found at start are
@@ -27,11 +29,25 @@ use crate::fleet::{self, FleetInput, ImageFacts, ImageReportParts, WorkloadRun};
 use crate::report::ImageFindings;
 use crate::report::cluster::{ClusterImageReport, WorkloadName};
 
+/// Under constant churn, the view is computed at least once per this many intervals.
+const QUIET_WAIT_INTERVALS: u32 = 5;
+
 /// What each workload runs, as its last reconcile found it.
-#[derive(Default)]
 pub struct FleetState {
     inner: Mutex<Runs>,
     stale: AtomicBool,
+    /// When a reconcile last marked the view stale.
+    changed: Mutex<Instant>,
+}
+
+impl Default for FleetState {
+    fn default() -> Self {
+        FleetState {
+            inner: Mutex::default(),
+            stale: AtomicBool::new(false),
+            changed: Mutex::new(Instant::now()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -72,11 +88,23 @@ impl FleetState {
     }
 
     pub fn mark_stale(&self) {
+        *self.changed.lock().expect("fleet clock lock") = Instant::now();
         self.stale.store(true, Ordering::Relaxed);
     }
 
-    fn take_stale(&self) -> bool {
-        self.stale.swap(false, Ordering::Relaxed)
+    fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// Whether the view is due: stale and quiet for `quiet` (no change since), or stale and
+    /// last computed `overdue` ago. Takes the stale mark when due.
+    fn take_due(&self, quiet: Duration, since_computed: Duration, overdue: Duration) -> bool {
+        if !self.stale.load(Ordering::Relaxed) {
+            return false;
+        }
+        let changed = *self.changed.lock().expect("fleet clock lock");
+        let due = changed.elapsed() >= quiet || since_computed >= overdue;
+        due && self.stale.swap(false, Ordering::Relaxed)
     }
 
     fn runs(&self) -> std::sync::MutexGuard<'_, Runs> {
@@ -149,42 +177,59 @@ struct Written {
 pub async fn maintain(ctx: Arc<Context>) {
     let api: Api<ClusterImageReport> = Api::all(ctx.client.clone());
     let mut written = existing_reports(&api).await;
-    let mut every = tokio::time::interval(ctx.config.fleet.interval);
+    let interval = ctx.config.fleet.interval;
+    let mut every = tokio::time::interval(interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut computed = Instant::now();
     loop {
         every.tick().await;
-        if !ctx.fleet.take_stale() && written.unused_since.is_empty() {
+        let due = ctx.fleet.take_due(
+            interval,
+            computed.elapsed(),
+            interval * QUIET_WAIT_INTERVALS,
+        );
+        // Deletions only on an up-to-date view (just computed, or nothing changed since): an
+        // image used again in the meantime keeps its report.
+        if due {
+            computed = Instant::now();
+            refresh(&ctx, &api, &mut written).await;
+            delete_unused(&ctx, &api, &mut written).await;
+        } else if !written.unused_since.is_empty() && !ctx.fleet.is_stale() {
+            delete_unused(&ctx, &api, &mut written).await;
+        }
+    }
+}
+
+/// Computes the view, sets the gauges, applies the reports that changed and marks those the view
+/// no longer has as unused.
+async fn refresh(ctx: &Context, api: &Api<ClusterImageReport>, written: &mut Written) {
+    let input = ctx.fleet.input(|w| nodes_of(ctx, w));
+    let view = fleet::compute(&input);
+    ctx.metrics.fleet.set(&view);
+    let mut current = BTreeSet::new();
+    for parts in view.reports.values() {
+        let name = fleet::report_name(&parts.spec.image, &parts.spec.digest);
+        written.unused_since.remove(&name);
+        current.insert(name.clone());
+        let hash = content_hash(parts);
+        if written.hashes.get(&name) == Some(&hash) {
             continue;
         }
-        let input = ctx.fleet.input(|w| nodes_of(&ctx, w));
-        let view = fleet::compute(&input);
-        ctx.metrics.fleet.set(&view);
-        let mut current = BTreeSet::new();
-        for parts in view.reports.values() {
-            let name = fleet::report_name(&parts.spec.image, &parts.spec.digest);
-            written.unused_since.remove(&name);
-            current.insert(name.clone());
-            let hash = content_hash(parts);
-            if written.hashes.get(&name) == Some(&hash) {
-                continue;
+        match apply(ctx, api, &name, parts).await {
+            Ok(()) => {
+                written.hashes.insert(name, hash);
             }
-            match apply(&ctx, &api, &name, parts).await {
-                Ok(()) => {
-                    written.hashes.insert(name, hash);
-                }
-                Err(e) => {
-                    tracing::warn!(report = %name, image = %parts.spec.image, error = %e, "cannot write cluster image report");
-                    ctx.fleet.mark_stale();
-                }
+            Err(e) => {
+                tracing::warn!(report = %name, image = %parts.spec.image, error = %e, "cannot write cluster image report");
+                ctx.fleet.mark_stale();
             }
         }
-        let now = Instant::now();
-        for name in written.hashes.keys() {
-            if !current.contains(name) {
-                written.unused_since.entry(name.clone()).or_insert(now);
-            }
+    }
+    let now = Instant::now();
+    for name in written.hashes.keys() {
+        if !current.contains(name) {
+            written.unused_since.entry(name.clone()).or_insert(now);
         }
-        delete_unused(&ctx, &api, &mut written).await;
     }
 }
 
@@ -356,13 +401,18 @@ mod tests {
         let key = |n: &str| ("shop".to_string(), format!("Deployment/uid-{n}"));
         state.record(key("web"), &workload("web"), [&a, &b].into_iter());
         state.record(key("api"), &workload("api"), [&a].into_iter());
-        assert!(state.take_stale());
-        assert!(!state.take_stale(), "taken once");
+        let (zero, long) = (Duration::ZERO, Duration::from_secs(3600));
+        assert!(!state.take_due(long, zero, long), "changed just now");
+        assert!(state.take_due(long, long, long), "overdue under churn");
+        assert!(!state.take_due(zero, zero, long), "taken once");
         let input = state.input(|_| BTreeSet::from(["n1".to_string()]));
         assert_eq!(input.images.len(), 2);
         assert_eq!(input.workloads.len(), 2);
         state.forget(&key("web"));
-        assert!(state.take_stale());
+        assert!(
+            state.take_due(Duration::ZERO, Duration::ZERO, long),
+            "quiet"
+        );
         let input = state.input(|_| BTreeSet::new());
         assert_eq!(
             input.images.keys().collect::<Vec<_>>(),
