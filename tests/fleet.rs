@@ -337,7 +337,9 @@ async fn three_images_on_a_shared_base_across_three_nodes_cost_exactly_their_uns
         )
         .unwrap()
     };
-    let before = writes(&op.scrape().await);
+    let computations = |s: &str| series(s, "imagebloat_fleet_computations_total", &[]).unwrap();
+    let scrape = op.scrape().await;
+    let (before, computed_before) = (writes(&scrape), computations(&scrape));
     cluster.scale_deployment("web", 3).await;
     let extra = wait_for("the third web pod", Duration::from_secs(60), || async {
         let list = pods
@@ -355,7 +357,12 @@ async fn three_images_on_a_shared_base_across_three_nodes_cost_exactly_their_uns
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.scale_deployment("web", 2).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(writes(&op.scrape().await), before, "{}", op.log());
+    let scrape = op.scrape().await;
+    assert!(
+        computations(&scrape) > computed_before,
+        "the churn was seen: the view was computed again"
+    );
+    assert_eq!(writes(&scrape), before, "{}", op.log());
 
     // `kubectl get cir`, sorted fix first (ascending: the largest last).
     let out = kubectl(&["get", "cir", "--sort-by=.status.fleet.reclaimablePullBytes"]);

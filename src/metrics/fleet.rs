@@ -33,6 +33,8 @@ pub struct FleetMetrics {
     pub cluster_reports_written: prometheus::IntCounterVec,
     /// Cluster reports deleted because no workload runs their image any more.
     pub cluster_reports_deleted: prometheus::IntCounter,
+    /// Computations of the fleet view.
+    pub computations: prometheus::IntCounter,
     /// Label sets set last, to remove the ones that disappear.
     last: Mutex<LastSet>,
 }
@@ -115,6 +117,14 @@ impl FleetMetrics {
                 prometheus::IntCounter::new(
                     "imagebloat_cluster_reports_deleted_total",
                     "ClusterImageReports deleted once no workload had run their image for the grace",
+                )
+                .expect("valid metric"),
+            ),
+            computations: register(
+                r,
+                prometheus::IntCounter::new(
+                    "imagebloat_fleet_computations_total",
+                    "Computations of the fleet view (each after workloads changed)",
                 )
                 .expect("valid metric"),
             ),

@@ -205,6 +205,7 @@ pub async fn maintain(ctx: Arc<Context>) {
 async fn refresh(ctx: &Context, api: &Api<ClusterImageReport>, written: &mut Written) {
     let input = ctx.fleet.input(|w| nodes_of(ctx, w));
     let view = fleet::compute(&input);
+    ctx.metrics.fleet.computations.inc();
     ctx.metrics.fleet.set(&view);
     let mut current = BTreeSet::new();
     for parts in view.reports.values() {
