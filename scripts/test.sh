@@ -38,6 +38,9 @@ scripts/realistic-image.sh
 phase "lazy-pull images written by skopeo and ctr-remote: scripts/lazy-images.sh (built once, then cached)"
 scripts/lazy-images.sh >/dev/null
 
+phase "one image as every real producer writes it (buildah, podman, skopeo): scripts/producer-images.sh (built once, then cached)"
+scripts/producer-images.sh >/dev/null
+
 # shellcheck disable=SC1090
 source "$(scripts/testenv.sh env)"
 # shellcheck disable=SC1090

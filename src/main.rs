@@ -276,11 +276,18 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
-/// Splits `PATH[:TAG]` where the tag is a plain name (no `/`), so paths with colons still work
-/// when no tag is given.
+/// Splits `PATH[:TAG]`, so paths with colons still work when no tag is given. The tag may be a
+/// whole name (`localhost/app:1`, as podman records it) when the path before it exists;
+/// otherwise it is a plain name (no `/`).
 fn split_tag(spec: &str) -> (PathBuf, Option<String>) {
     if Path::new(spec).exists() {
         return (PathBuf::from(spec), None);
+    }
+    for (i, _) in spec.match_indices(':') {
+        let (path, tag) = (&spec[..i], &spec[i + 1..]);
+        if !tag.is_empty() && Path::new(path).exists() {
+            return (PathBuf::from(path), Some(tag.to_string()));
+        }
     }
     match spec.rsplit_once(':') {
         Some((path, tag)) if !tag.is_empty() && !tag.contains('/') => {

@@ -5,7 +5,9 @@
 //! read by seeking into the file: nothing is unpacked, and a layer is read once, as it is
 //! analyzed. A legacy `docker save` archive has no `index.json`; its `manifest.json` lists the
 //! config and the layers by path, and a Docker v2 manifest is made from it so the pipeline reads
-//! it like any other image.
+//! it like any other image. Its layer files may be compressed ([`super::saved_layer`]). An archive
+//! that has both files (Docker 25+ writes an OCI layout and a `manifest.json` describing the same
+//! image) is read through `index.json`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,6 +21,8 @@ use serde::Deserialize;
 use super::ScanErrorKind;
 use super::layout::{buffered, read_capped};
 use super::pipeline::{ImageConfig, MAX_CONFIG_BYTES};
+use super::saved_layer;
+use crate::analysis::Compression;
 use crate::digest::Digest;
 use crate::registry::RawManifest;
 
@@ -40,6 +44,8 @@ pub(super) struct DockerSave {
     pub manifest: RawManifest,
     /// Member path by digest: the layers by diff ID, and the config.
     pub members: HashMap<String, String>,
+    /// The compression of each compressed layer file, by diff ID (plain files are not listed).
+    pub compressed: HashMap<String, Compression>,
 }
 
 impl<'a> Archive<'a> {
@@ -84,14 +90,21 @@ impl<'a> Archive<'a> {
             )));
         }
         let mut members = HashMap::new();
+        let mut compressed = HashMap::new();
         let mut layers = Vec::with_capacity(diff_ids.len());
         for (path, diff_id) in entry.layers.iter().zip(diff_ids) {
             let (_, len) = self.members.get(path.as_str()).ok_or_else(|| {
                 ScanErrorKind::Local(format!("manifest.json names missing member {path}"))
             })?;
+            let compression = saved_layer::sniff(&self.head(path)?);
+            if compression != Compression::Plain {
+                compressed.insert(diff_id.clone(), compression);
+            }
             members.insert(diff_id.clone(), path.clone());
+            // The descriptor says what the file is: its size (what `pullBytes` sums) and
+            // compression, under the diff ID it must decompress to.
             layers.push(OciDescriptor {
-                media_type: "application/vnd.docker.image.rootfs.diff.tar".into(),
+                media_type: saved_layer::media_type(compression).into(),
                 digest: diff_id,
                 size: *len as i64,
                 ..Default::default()
@@ -117,7 +130,18 @@ impl<'a> Archive<'a> {
                 media_type: DOCKER_MANIFEST.into(),
             },
             members,
+            compressed,
         })
+    }
+
+    /// The first bytes of a member (fewer when it is shorter).
+    fn head(&self, name: &str) -> Result<Vec<u8>, ScanErrorKind> {
+        let mut head = Vec::with_capacity(saved_layer::MAGIC_LEN);
+        self.open(name)?
+            .take(saved_layer::MAGIC_LEN as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| ScanErrorKind::Local(format!("{name}: {e}")))?;
+        Ok(head)
     }
 
     fn read(&self, name: &str, max: u64) -> Result<Bytes, ScanErrorKind> {
