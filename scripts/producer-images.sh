@@ -28,6 +28,7 @@
 #   docker-gzip.tar         skopeo-docker.tar with every layer file gzip-compressed in place (same
 #                           member names, manifest.json and config unchanged): what kaniko's
 #                           --tarPath writes and `docker load` accepts
+#   docker-zstd.tar         the same with zstd-compressed layer files (`docker load` accepts them)
 #   docker25.tar            what Docker 25+ `docker save` writes: an OCI layout (uncompressed layer
 #                           blobs, index.json, oci-layout) and a manifest.json whose Config and
 #                           Layers point at blobs/sha256/...
@@ -54,6 +55,7 @@ PACKAGES=(
   podman:podman
   skopeo:skopeo
   umoci:umoci
+  zstd:zstd
 )
 
 # shellcheck source=scripts/lib/common.sh
@@ -201,8 +203,9 @@ produce() {
   buildah "${flags[@]}" push --quiet --tls-verify=false "$NAME" "docker://$reg/producers/image:1"
   buildah "${flags[@]}" push --quiet "$NAME" "oci-archive:$out/buildah-oci.tar:producers"
 
-  log "docker-save archive with gzip layers; Docker 25 archive"
-  python3 "$SCRIPT_DIR/lib/docker-archives.py" "$out/skopeo-docker.tar" "$out/docker-gzip.tar" "$out/docker25.tar"
+  log "docker-save archives with gzip and zstd layers; Docker 25 archive"
+  python3 "$SCRIPT_DIR/lib/docker-archives.py" "$out/skopeo-docker.tar" "$out/docker-gzip.tar" \
+    "$out/docker25.tar" "$out/docker-zstd.tar"
 
   rm -rf "$store"
   python3 "$SCRIPT_DIR/independent_count.py" "$CACHED:producers" >"$out/expected.json.tmp"

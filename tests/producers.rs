@@ -305,24 +305,40 @@ fn podman_save_oci_dir() {
     assert_eq!(tagged["digest"], json["digest"]);
 }
 
-#[test]
-fn docker_save_archive_with_gzip_layer_files() {
-    let file = path("docker-gzip.tar");
+/// A docker-save archive whose layer files are compressed: the same layers (by diff ID) and
+/// findings as the uncompressed archive of the same image, the files' compression in the media
+/// types.
+fn check_compressed_docker_save(name: &str, media_type: &str, what: &str) {
+    let file = path(name);
     let json = scan_local("--archive", &file);
-    check(&json, "docker-save archive, gzip layers");
-    check_saved_pull(&json, &file, "docker-save archive, gzip layers");
+    check(&json, what);
+    check_saved_pull(&json, &file, what);
     for l in layers(&json) {
-        assert_eq!(
-            l["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            "{l}"
-        );
+        assert_eq!(l["mediaType"], media_type, "{what}: {l}");
     }
-    // The same image uncompressed has the same layers (by diff ID) and findings.
     let plain = scan_local("--archive", &path("skopeo-docker.tar"));
-    assert_eq!(content_view(&json), content_view(&plain));
+    assert_eq!(content_view(&json), content_view(&plain), "{what}");
     let digests =
         |v: &Value| -> Vec<Value> { layers(v).iter().map(|l| l["digest"].clone()).collect() };
-    assert_eq!(digests(&json), digests(&plain));
+    assert_eq!(digests(&json), digests(&plain), "{what}");
+}
+
+#[test]
+fn docker_save_archive_with_gzip_layer_files() {
+    check_compressed_docker_save(
+        "docker-gzip.tar",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "docker-save archive, gzip layers (kaniko --tarPath)",
+    );
+}
+
+#[test]
+fn docker_save_archive_with_zstd_layer_files() {
+    check_compressed_docker_save(
+        "docker-zstd.tar",
+        "application/vnd.docker.image.rootfs.diff.tar.zstd",
+        "docker-save archive, zstd layers",
+    );
 }
 
 #[test]

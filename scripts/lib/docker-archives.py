@@ -2,12 +2,15 @@
 """Rewrites a `docker save` archive (as skopeo/podman write it: uncompressed layer tars, manifest.json)
 into the two docker-save shapes no Debian package writes, for scripts/producer-images.sh:
 
-  docker-archives.py SOURCE.tar GZIP_OUT.tar DOCKER25_OUT.tar
+  docker-archives.py SOURCE.tar GZIP_OUT.tar DOCKER25_OUT.tar ZSTD_OUT.tar
 
 GZIP_OUT    what go-containerregistry's tarball writer (kaniko --tarPath, crane export) writes: the
             config as member `sha256:HEX`, each layer gzip-compressed as `HEX.tar.gz` (HEX of the
             compressed bytes), manifest.json naming them; the config (its diff_ids: digests of the
             uncompressed tars) unchanged. `docker load` accepts it.
+ZSTD_OUT    the same as GZIP_OUT with zstd-compressed layer files (`HEX.tar.zst`, by the `zstd`
+            command): no packaged tool writes it, but `docker load` accepts it (it detects the
+            compression from the bytes), so a scanner must too.
 DOCKER25    what `docker save` writes since Docker 25: an OCI image layout (oci-layout, index.json,
             the manifest, config and uncompressed layers under blobs/sha256/) plus manifest.json and
             repositories whose Config and Layers point at the same blobs.
@@ -17,6 +20,7 @@ import gzip
 import hashlib
 import io
 import json
+import subprocess
 import sys
 import tarfile
 
@@ -53,14 +57,22 @@ def add_dir(tar, name):
     tar.addfile(info)
 
 
-def write_gzip(path, tags, config, layers):
+def gzip_compress(layer):
+    return gzip.compress(layer, compresslevel=6, mtime=0)
+
+
+def zstd_compress(layer):
+    return subprocess.run(["zstd", "-q", "-c", "-3"], input=layer, stdout=subprocess.PIPE, check=True).stdout
+
+
+def write_compressed(path, tags, config, layers, compress, suffix):
     config_name = "sha256:" + sha256(config)
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         add(tar, config_name, config)
         names = []
         for layer in layers:
-            compressed = gzip.compress(layer, compresslevel=6, mtime=0)
-            name = sha256(compressed) + ".tar.gz"
+            compressed = compress(layer)
+            name = sha256(compressed) + suffix
             add(tar, name, compressed)
             names.append(name)
         manifest = [{"Config": config_name, "RepoTags": tags, "Layers": names}]
@@ -137,11 +149,12 @@ def write_docker25(path, tags, config, layers):
 
 
 def main():
-    if len(sys.argv) != 4:
+    if len(sys.argv) != 5:
         raise SystemExit(__doc__.strip().splitlines()[3])
     tags, config, layers = read_source(sys.argv[1])
-    write_gzip(sys.argv[2], tags, config, layers)
+    write_compressed(sys.argv[2], tags, config, layers, gzip_compress, ".tar.gz")
     write_docker25(sys.argv[3], tags, config, layers)
+    write_compressed(sys.argv[4], tags, config, layers, zstd_compress, ".tar.zst")
 
 
 if __name__ == "__main__":
