@@ -194,7 +194,8 @@ produce() {
   "${skopeo[@]}" "oci:$CACHED:producers" "oci:$out/skopeo-oci:producers"
 
   log "podman save: docker-archive, oci-archive, oci-dir"
-  local podman=(podman "${flags[@]}" --events-backend none --cgroup-manager cgroupfs)
+  # Its own state dir too (the default is /run/libpod).
+  local podman=(podman "${flags[@]}" --tmpdir "$store/tmp" --events-backend none --cgroup-manager cgroupfs)
   "${podman[@]}" save --quiet --format docker-archive -o "$out/podman-docker.tar" "$NAME"
   "${podman[@]}" save --quiet --format oci-archive -o "$out/podman-oci.tar" "$NAME"
   "${podman[@]}" save --quiet --format oci-dir -o "$out/podman-oci" "$NAME"
