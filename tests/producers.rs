@@ -441,3 +441,67 @@ fn gzip_layer_that_does_not_match_its_diff_id_is_refused() {
         assert!(stderr.contains(&needle), "missing {needle:?} in: {stderr}");
     }
 }
+
+/// skopeo's docker-archive also holds the legacy `ID/layer.tar` entries (symlinks to the layer
+/// files), which a `manifest.json` written by Docker before 25 names instead: the same archive
+/// with its manifest.json naming them reads to the same figures.
+#[test]
+fn docker_save_archive_naming_legacy_layer_symlinks() {
+    let source = path("skopeo-docker.tar");
+    let manifest: Value = serde_json::from_slice(&read_member(&source, "manifest.json")).unwrap();
+    let mut links = HashMap::new();
+    let mut tar_in = tar::Archive::new(std::fs::File::open(&source).unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("legacy.tar");
+    let mut out = tar::Builder::new(std::fs::File::create(&file).unwrap());
+    for e in tar_in.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_str().unwrap().to_string();
+        if name == "manifest.json" {
+            continue;
+        }
+        if e.header().entry_type().is_symlink() {
+            let target = e.link_name().unwrap().unwrap();
+            let target = target
+                .to_str()
+                .unwrap()
+                .trim_start_matches("../")
+                .to_string();
+            links.insert(target, name.clone());
+        }
+        let mut header = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.append_data(&mut header, &name, &data[..]).unwrap();
+    }
+    let legacy: Vec<String> = manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| links[n.as_str().unwrap()].clone())
+        .collect();
+    assert!(
+        legacy.iter().all(|n| n.ends_with("/layer.tar")),
+        "{legacy:?}"
+    );
+    let rewritten = json!([{
+        "Config": manifest[0]["Config"],
+        "RepoTags": manifest[0]["RepoTags"],
+        "Layers": legacy,
+    }]);
+    let bytes = rewritten.to_string().into_bytes();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(bytes.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    out.append_data(&mut h, "manifest.json", &bytes[..])
+        .unwrap();
+    out.finish().unwrap();
+    drop(out);
+
+    let json = scan_local("--archive", file.to_str().unwrap());
+    check(&json, "docker-save archive naming ID/layer.tar symlinks");
+    let plain = scan_local("--archive", &source);
+    assert_eq!(json["pullBytes"], plain["pullBytes"]);
+    assert_eq!(content_view(&json), content_view(&plain));
+}

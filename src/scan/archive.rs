@@ -181,21 +181,140 @@ impl SavedImage {
     }
 }
 
-/// Offsets and sizes of the regular files of an uncompressed tar archive.
+/// Links followed at most this many times to reach a regular member.
+const MAX_LINK_HOPS: usize = 8;
+
+/// Offsets and sizes of the regular files of an uncompressed tar archive, and of the links to
+/// them under the links' names: `docker save` before Docker 25 writes a layer that appears twice
+/// in an image once, and a symlink `ID/layer.tar -> ../OTHER/layer.tar` for the second.
 fn members(path: &Path) -> Result<HashMap<String, (u64, u64)>, ScanErrorKind> {
     let local = |e: io::Error| ScanErrorKind::Local(format!("{}: {e}", path.display()));
     let file = File::open(path).map_err(local)?;
     let mut archive = tar::Archive::new(io::BufReader::new(file));
     let mut members = HashMap::new();
+    let mut links = Vec::new();
     for entry in archive.entries().map_err(local)? {
         let entry = entry.map_err(local)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
+        let kind = entry.header().entry_type();
+        let name = member_name(&entry.path_bytes());
+        if kind.is_file() {
+            members.insert(name, (entry.raw_file_position(), entry.size()));
+        } else if (kind.is_symlink() || kind.is_hard_link())
+            && let Some(target) = entry.link_name_bytes()
+        {
+            let target = String::from_utf8_lossy(&target).into_owned();
+            let resolved = if kind.is_symlink() {
+                let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+                resolve(dir, &target)
+            } else {
+                Some(member_name(target.as_bytes()))
+            };
+            if let Some(resolved) = resolved {
+                links.push((name, resolved));
+            }
         }
-        let name = String::from_utf8_lossy(&entry.path_bytes())
-            .trim_start_matches("./")
-            .to_string();
-        members.insert(name, (entry.raw_file_position(), entry.size()));
+    }
+    let targets: HashMap<String, String> = links.into_iter().collect();
+    for (name, first) in &targets {
+        let mut target = first;
+        for _ in 0..MAX_LINK_HOPS {
+            if let Some(&found) = members.get(target.as_str()) {
+                members.entry(name.clone()).or_insert(found);
+                break;
+            }
+            match targets.get(target) {
+                Some(next) => target = next,
+                None => break,
+            }
+        }
     }
     Ok(members)
+}
+
+fn member_name(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .trim_start_matches("./")
+        .to_string()
+}
+
+/// A symlink target as a member name, relative to the link's directory; `None` when it leaves
+/// the archive.
+fn resolve(dir: &str, target: &str) -> Option<String> {
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        dir.split('/').filter(|p| !p.is_empty()).collect()
+    };
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member: a file with its bytes, or a symlink to a target.
+    enum Member<'a> {
+        File(&'a [u8]),
+        Link(&'a str),
+    }
+
+    fn tar_with(entries: &[(&str, Member<'_>)]) -> tempfile::NamedTempFile {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, member) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            match member {
+                Member::File(data) => {
+                    h.set_size(data.len() as u64);
+                    h.set_cksum();
+                    b.append_data(&mut h, name, *data).unwrap();
+                }
+                Member::Link(target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, name, target).unwrap();
+                }
+            }
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), b.into_inner().unwrap()).unwrap();
+        file
+    }
+
+    #[test]
+    fn symlinked_layer_files_are_read_through_their_target() {
+        let file = tar_with(&[
+            ("aaa/layer.tar", Member::File(b"layer bytes")),
+            ("bbb/layer.tar", Member::Link("../aaa/layer.tar")),
+            ("ccc/layer.tar", Member::Link("../bbb/layer.tar")),
+            ("loop/a", Member::Link("b")),
+            ("loop/b", Member::Link("a")),
+            ("escape/layer.tar", Member::Link("../../etc/passwd")),
+        ]);
+        let m = members(file.path()).unwrap();
+        assert_eq!(m["bbb/layer.tar"], m["aaa/layer.tar"]);
+        assert_eq!(m["ccc/layer.tar"], m["aaa/layer.tar"]);
+        assert_eq!(m["aaa/layer.tar"].1, 11);
+        assert!(!m.contains_key("loop/a") && !m.contains_key("escape/layer.tar"));
+    }
+
+    #[test]
+    fn symlink_targets_resolve_inside_the_archive() {
+        assert_eq!(
+            resolve("a", "../b/layer.tar").as_deref(),
+            Some("b/layer.tar")
+        );
+        assert_eq!(resolve("a/b", "./c").as_deref(), Some("a/b/c"));
+        assert_eq!(resolve("", "/x/y").as_deref(), Some("x/y"));
+        assert_eq!(resolve("a", "../../x"), None);
+    }
 }
