@@ -97,7 +97,10 @@ impl<'a> Archive<'a> {
                 ScanErrorKind::Local(format!("manifest.json names missing member {path}"))
             })?;
             let compression = saved_layer::sniff(&self.head(path)?);
-            if compression != Compression::Plain {
+            // A diff ID listed twice is read from the file named last, as the members map does.
+            if compression == Compression::Plain {
+                compressed.remove(&diff_id);
+            } else {
                 compressed.insert(diff_id.clone(), compression);
             }
             members.insert(diff_id.clone(), path.clone());
