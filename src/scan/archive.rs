@@ -192,7 +192,21 @@ const MAX_LINK_HOPS: usize = 8;
 /// in an image once, and a symlink `ID/layer.tar -> ../OTHER/layer.tar` for the second.
 fn members(path: &Path) -> Result<HashMap<String, (u64, u64)>, ScanErrorKind> {
     let local = |e: io::Error| ScanErrorKind::Local(format!("{}: {e}", path.display()));
-    let file = File::open(path).map_err(local)?;
+    let mut file = File::open(path).map_err(local)?;
+    // `docker save | gzip` output: members are read in place, which a compressed stream forbids.
+    let mut head = Vec::with_capacity(saved_layer::MAGIC_LEN);
+    (&mut file)
+        .take(saved_layer::MAGIC_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(local)?;
+    let compression = saved_layer::sniff(&head);
+    if compression != Compression::Plain {
+        return Err(ScanErrorKind::Local(format!(
+            "the archive itself is {compression:?}-compressed: decompress it first (its members \
+             are read in place); compressed layer files inside an archive are fine"
+        )));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(local)?;
     let mut archive = tar::Archive::new(io::BufReader::new(file));
     let mut members = HashMap::new();
     let mut links = Vec::new();
@@ -308,6 +322,22 @@ mod tests {
         assert_eq!(m["ccc/layer.tar"], m["aaa/layer.tar"]);
         assert_eq!(m["aaa/layer.tar"].1, 11);
         assert!(!m.contains_key("loop/a") && !m.contains_key("escape/layer.tar"));
+    }
+
+    #[test]
+    fn a_compressed_archive_is_refused_with_what_to_do() {
+        let plain = tar_with(&[("manifest.json", Member::File(b"[]"))]);
+        let tar = std::fs::read(plain.path()).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        io::Write::write_all(&mut gz, &tar).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), gz.finish().unwrap()).unwrap();
+        let e = members(file.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("the archive itself is Gzip-compressed: decompress it first"),
+            "{e}"
+        );
+        assert!(members(plain.path()).unwrap().contains_key("manifest.json"));
     }
 
     #[test]
