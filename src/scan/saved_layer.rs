@@ -6,8 +6,8 @@
 //! layer only by its place in `manifest.json` and the config's diff ID, which is the digest of
 //! the *uncompressed* tar. So a layer file's compression is read from its first bytes, and a
 //! compressed one is decompressed here, as it streams, and its diff ID checked on what comes out;
-//! the file's own digest, when its name carries one (`HEX.tar.gz`, `blobs/sha256/HEX`), is
-//! checked on the file.
+//! the file's own digest, when its name carries one (`HEX.tar.gz`, `blobs/sha256/HEX`) other than
+//! the diff ID, is checked on the file.
 
 use std::io::{self, Read};
 
@@ -62,7 +62,8 @@ pub(super) fn uncompressed(
     compression: Compression,
     diff_id: &Digest,
 ) -> io::Result<Box<dyn Read + Send>> {
-    let file: Box<dyn Read + Send> = match named_digest(member) {
+    // A name that is the diff ID itself names the tar, which the diff ID check covers.
+    let file: Box<dyn Read + Send> = match named_digest(member).filter(|n| n != diff_id) {
         Some(named) => Box::new(NamedFile {
             inner: VerifyingReader::new(file, &named, Some(len)),
             member: member.to_string(),
@@ -210,6 +211,12 @@ mod tests {
         );
         assert_eq!(
             read(file.clone(), "x/layer.tar", Compression::Gzip, &diff_id).unwrap(),
+            tar
+        );
+        // Named by its diff ID rather than by the file's digest: also a tool's choice.
+        let by_diff_id = format!("{}.tar.gz", diff_id.hex());
+        assert_eq!(
+            read(file.clone(), &by_diff_id, Compression::Gzip, &diff_id).unwrap(),
             tar
         );
 
