@@ -67,8 +67,10 @@ cleanup() {
   return 0
 }
 
-# A containers-storage under DIR (vfs), as buildah/podman flags and as a skopeo transport prefix.
-storage_flags() { echo "--storage-driver vfs --root $1/root --runroot $1/runroot"; }
+# A containers-storage under DIR (vfs): its buildah/podman flags (into the array STORAGE_FLAGS) and
+# its skopeo transport prefix.
+STORAGE_FLAGS=()
+storage_flags() { STORAGE_FLAGS=(--storage-driver vfs --root "$1/root" --runroot "$1/runroot"); }
 storage_ref() { echo "containers-storage:[vfs@$1/root+$1/runroot]"; }
 
 # The slim base layer: entries of the debootstrap layer 0 that a shell and a few coreutils need.
@@ -150,8 +152,7 @@ build() {
   done
   WORK="$(mktemp -d "$CACHE_ROOT/.producers-build.XXXXXX")"
   local started=$SECONDS store="$WORK/storage"
-  # shellcheck disable=SC2046
-  set -- $(storage_flags "$store")
+  storage_flags "$store"
 
   log "slim Debian base from the debootstrap layer"
   slim_base_layer "$WORK/base.tar"
@@ -164,9 +165,9 @@ build() {
 
   log "buildah bud --layers"
   write_context "$WORK/context"
-  buildah "$@" bud --layers --isolation chroot --pull=never --quiet -t "$NAME" \
+  buildah "${STORAGE_FLAGS[@]}" bud --layers --isolation chroot --pull=never --quiet -t "$NAME" \
     -f "$WORK/context/Dockerfile" "$WORK/context" >/dev/null
-  buildah "$@" push --quiet "$NAME" "oci:$WORK/out:producers"
+  buildah "${STORAGE_FLAGS[@]}" push --quiet "$NAME" "oci:$WORK/out:producers"
 
   if mv -T "$WORK/out" "$CACHED" 2>/dev/null; then
     log "built $CACHED in $((SECONDS - started)) s"
@@ -184,8 +185,8 @@ produce() {
   mkdir -p "$out"
   store="$out/.storage"
   local skopeo=(skopeo copy --quiet --insecure-policy)
-  # shellcheck disable=SC2207
-  local flags=($(storage_flags "$store"))
+  storage_flags "$store"
+  local flags=("${STORAGE_FLAGS[@]}")
 
   log "skopeo: docker-archive, oci-archive, oci"
   "${skopeo[@]}" "oci:$CACHED:producers" "$(storage_ref "$store")$NAME"
