@@ -321,6 +321,15 @@ fn check_compressed_docker_save(name: &str, media_type: &str, what: &str) {
     let digests =
         |v: &Value| -> Vec<Value> { layers(v).iter().map(|l| l["digest"].clone()).collect() };
     assert_eq!(digests(&json), digests(&plain), "{what}");
+
+    // Decompressed by the source, the layer still counts against the uncompressed limit
+    // (layer 0 is 4.4 MB uncompressed, 2 MB compressed).
+    let (code, _, stderr) = scan_json(&["--max-layer-bytes", "3MB", "--archive", &file]);
+    assert_eq!(code, 2, "{what}: {stderr}");
+    assert!(
+        stderr.contains("layer 0 (") && stderr.contains("exceeds the limit of 3000000 bytes"),
+        "{what}: {stderr}"
+    );
 }
 
 #[test]
