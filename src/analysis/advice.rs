@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use super::rules::{Category, Tool};
-use super::{ImageAnalysis, Recommendation};
+use super::packages::{BuildStage, MAX_COUNTED, Manager};
+use super::rules::{Category, Classifier, Tool};
+use super::{Counted, ImageAnalysis, Recommendation};
 use crate::format::{capitalise, count, history_line};
 
 /// Below this, advice is noise.
@@ -22,6 +23,10 @@ pub struct Facts<'a> {
     pub analysis: &'a ImageAnalysis,
     /// Junk bytes by (layer, category, tool).
     pub junk_by_tool: &'a BTreeMap<(usize, Category, Tool), u64>,
+    /// What a build stage keeps out, per layer that ships build tools and records what it
+    /// installed (`packages::build_stage`).
+    pub build_stages: &'a BTreeMap<usize, BuildStage>,
+    pub classifier: &'a Classifier,
     /// Bytes of the first layer still visible in the final filesystem.
     pub base_layer_final_bytes: Option<u64>,
 }
@@ -154,7 +159,7 @@ pub const RULES: &[Rule] = &[
         advise: deleted_later,
     },
     Rule {
-        rationale: "a later layer's rewrite (often only a chown or chmod) ships a second copy of each file",
+        rationale: "a later layer's rewrite (often only a chown or chmod) ships a second copy of each file; package-manager state and logs (rules::PACKAGE_MANAGER_STATE) are left out: every install rewrites them, and no Dockerfile change but installing less often avoids that",
         advise: rewritten_later,
     },
     Rule {
@@ -166,7 +171,7 @@ pub const RULES: &[Rule] = &[
         advise: leftover_junk,
     },
     Rule {
-        rationale: "compilers and headers are needed to build, not to run; a build stage keeps them out",
+        rationale: "compilers and headers are needed to build, not to run; a build stage keeps out everything the tool-installing step installed that nothing else in the image depends on (from the step's own dpkg or apk records), with its package records and, when the whole step goes, the package manager's state it rewrote",
         advise: build_tools,
     },
     Rule {
@@ -228,6 +233,7 @@ impl Facts<'_> {
             saved_bytes,
             layer: Some(layer as u32),
             created_by: self.created_by(layer),
+            counted: Vec::new(),
         }
     }
 
@@ -244,6 +250,13 @@ impl Facts<'_> {
         for h in &self.analysis.hidden_files {
             // Duplicate entries within one tar are not a Dockerfile matter.
             if h.hidden_by_layer == h.layer || (h.reason == "overwritten") != overwritten {
+                continue;
+            }
+            if overwritten
+                && self
+                    .classifier
+                    .is_package_state(h.path.trim_start_matches('/').as_bytes())
+            {
                 continue;
             }
             let t = hidden
@@ -340,17 +353,88 @@ fn leftover_junk(f: &Facts<'_>) -> Vec<Recommendation> {
 }
 
 fn build_tools(f: &Facts<'_>) -> Vec<Recommendation> {
-    let Some((bytes, layer)) = f.junk_of(Category::BuildTools) else {
+    let Some((glob_bytes, layer)) = f.junk_of(Category::BuildTools) else {
         return Vec::new();
     };
-    if bytes < MIN_BUILD_TOOLS {
+    if glob_bytes < MIN_BUILD_TOOLS {
         return Vec::new();
     }
+    // Per layer with build tools: what its step installed for building, by its own package
+    // records; else the files the build-tool rules match.
+    let mut saved = 0;
+    let mut packages: Vec<(String, u64)> = Vec::new();
+    let (mut state, mut by_rules) = (0, 0);
+    let mut managers = Vec::new();
+    for (&(l, c, _), &bytes) in f.junk_by_tool {
+        if c != Category::BuildTools {
+            continue;
+        }
+        match f.build_stages.get(&l) {
+            Some(_) => {}
+            None => {
+                by_rules += bytes;
+                saved += bytes;
+            }
+        }
+    }
+    for stage in f.build_stages.values() {
+        saved += stage.total();
+        state += stage.state_bytes;
+        packages.extend(stage.packages.iter().cloned());
+        managers.push(stage.manager);
+    }
+    packages.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let named = packages.len();
+    let mut counted: Vec<Counted> = packages
+        .iter()
+        .take(MAX_COUNTED)
+        .map(|(name, bytes)| Counted {
+            name: name.clone(),
+            bytes: *bytes,
+        })
+        .collect();
+    if named > MAX_COUNTED {
+        counted.push(Counted {
+            name: format!("({} other packages)", named - MAX_COUNTED),
+            bytes: packages[MAX_COUNTED..].iter().map(|(_, b)| b).sum(),
+        });
+    }
+    if state > 0 {
+        counted.push(Counted {
+            name: "(package manager state, logs and caches the step wrote)".into(),
+            bytes: state,
+        });
+    }
+    if by_rules > 0 && named > 0 {
+        counted.push(Counted {
+            name: "(files the build-tool rules match in layers without package records)".into(),
+            bytes: by_rules,
+        });
+    }
+    let what = if named == 0 {
+        "Compilers, headers, static libraries or toolchains ship in this image".to_string()
+    } else {
+        let records = if managers.contains(&Manager::Apk) {
+            "apk"
+        } else {
+            "dpkg"
+        };
+        let names: Vec<&str> = packages.iter().take(3).map(|(n, _)| n.as_str()).collect();
+        format!(
+            "Build tools and what they pulled in ship in this image: {} installed for building by {}'s records ({}{})",
+            count(named as u64, "package"),
+            records,
+            names.join(", "),
+            if named > 3 { ", …" } else { "" }
+        )
+    };
     let message = format!(
-        "Compilers, headers, static libraries or toolchains ship in this image (most from {}). Build in a `FROM … AS build` stage and COPY only the artifacts into a slim runtime stage",
+        "{what} (most from {}). Build in a `FROM … AS build` stage and COPY only the artifacts into a slim runtime stage",
         f.layer_name(layer)
     );
-    vec![f.about(layer, "multi-stage-build", message, bytes)]
+    let mut r = f.about(layer, "multi-stage-build", message, saved);
+    r.counted = counted;
+    vec![r]
 }
 
 fn slimmer_base(f: &Facts<'_>) -> Option<Recommendation> {
@@ -435,6 +519,7 @@ mod tests {
             saved_bytes,
             layer: Some(layer),
             created_by: None,
+            counted: Vec::new(),
         }
     }
 
