@@ -1083,6 +1083,40 @@ mod tests {
     }
 
     #[test]
+    fn package_metadata_is_captured_within_the_layers_budget_and_the_rest_is_counted() {
+        let big = MAX_PACKAGE_FILE_BYTES as usize - 1000;
+        let layer = crate::testkit::Layer::new("x")
+            .sized("var/lib/dpkg/status", big)
+            .sized("var/lib/dpkg/info/a.list", big)
+            // Over the layer's budget: not kept, and counted.
+            .sized("var/lib/dpkg/info/b:amd64.list", big)
+            // Too large on its own.
+            .sized("lib/apk/db/installed", MAX_PACKAGE_FILE_BYTES as usize + 1)
+            // Not package metadata.
+            .sized("var/lib/dpkg/info/a.md5sums", 10)
+            .file("etc/os-release", b"ID=debian\n")
+            .into_tar()
+            .0;
+        let ix = index(&layer, &LayerLimits::default()).unwrap();
+        let kept: Vec<&[u8]> = ix.captured.iter().map(|c| ix.entry(c.entry).path).collect();
+        assert_eq!(
+            kept,
+            vec![
+                &b"var/lib/dpkg/status"[..],
+                b"var/lib/dpkg/info/a.list",
+                b"etc/os-release"
+            ]
+        );
+        assert_eq!(ix.captures_skipped, 1);
+        assert_eq!(
+            dpkg_list_package(b"var/lib/dpkg/info/b:amd64.list"),
+            Some(&b"b:amd64"[..])
+        );
+        assert_eq!(dpkg_list_package(b"var/lib/dpkg/info/.list"), None);
+        assert_eq!(dpkg_list_package(b"var/lib/dpkg/info/x/y.list"), None);
+    }
+
+    #[test]
     fn an_index_at_its_limits_holds_no_more_than_the_stated_bound() {
         let limits = LayerLimits {
             max_entries: 1000,
