@@ -771,6 +771,41 @@ mod image_tests {
     }
 
     #[test]
+    fn a_shared_library_a_dev_package_depends_on_stays_for_the_program_built_against_it() {
+        const LIBSSL_DEV: Pkg = Pkg {
+            name: "libssl-dev",
+            files: &[
+                ("usr/include/openssl/ssl.h", 1_500_000),
+                ("usr/lib/x86_64-linux-gnu/pkgconfig/libssl.pc", 300),
+            ],
+        };
+        let final_status = [
+            status("libc6", ""),
+            status("libssl-dev", "libssl3 (= 3.0.15-1~deb12u1)"),
+            status("libssl3", "libc6"),
+        ]
+        .concat();
+        let mut step = Layer::new("/bin/sh -c apt-get install -y libssl-dev && make app")
+            .sized("app/server", 500_000)
+            .file("var/lib/dpkg/status", final_status.as_bytes());
+        for p in [&LIBSSL_DEV, &LIBSSL] {
+            step = p.install(step);
+        }
+        let a = analyzed(&indexed(vec![base(), step]));
+        let r = a
+            .recommendations
+            .iter()
+            .find(|r| r.kind == "multi-stage-build")
+            .expect("multi-stage advice");
+        let counted: Vec<(&str, u64)> = r
+            .counted
+            .iter()
+            .map(|c| (c.name.as_str(), c.bytes))
+            .collect();
+        assert_eq!(counted, vec![("libssl-dev", LIBSSL_DEV.bytes())]);
+    }
+
+    #[test]
     fn apk_records_tell_what_a_step_installed() {
         let musl =
             "P:musl\nV:1.2.4-r2\np:so:libc.musl-x86_64.so.1=1\nF:lib\nR:ld-musl-x86_64.so.1\n\n";

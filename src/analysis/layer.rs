@@ -6,6 +6,7 @@
 //! entry (24 bytes plus the path) and never any file content, except a few small files the advice
 //! reads (`os-release`). Memory therefore grows with the number of entries, not with layer bytes.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufReader, Read};
 
@@ -746,6 +747,8 @@ fn walk_tar(stream: &mut TarStream<'_>, limits: &LayerLimits) -> Result<LayerInd
     let mut path_buf = Vec::with_capacity(256);
     let mut link_buf = Vec::with_capacity(256);
     let mut capture = CapturePolicy::default();
+    let mut captured: Vec<Option<CapturedFile>> = Vec::new();
+    let mut captured_at: HashMap<Vec<u8>, usize> = HashMap::new();
     for (n, entry) in entries.enumerate() {
         let n = n as u64;
         let tar_err = |error| LayerError::Tar { entry: n, error };
@@ -831,17 +834,15 @@ fn walk_tar(stream: &mut TarStream<'_>, limits: &LayerLimits) -> Result<LayerInd
             if capture.take(&path_buf, size) {
                 let mut content = Vec::with_capacity(size as usize);
                 entry.read_to_end(&mut content).map_err(tar_err)?;
-                let previous = index
-                    .captured
-                    .iter()
-                    .position(|c| index.entry(c.entry).path == path_buf.as_slice());
-                if let Some(i) = previous {
-                    index.captured.remove(i);
+                // A later entry of the same path replaces the earlier one (and goes last).
+                if let Some(i) = captured_at.insert(path_buf.clone(), captured.len()) {
+                    captured[i] = None;
                 }
-                index.captured.push(CapturedFile { entry: id, content });
+                captured.push(Some(CapturedFile { entry: id, content }));
             }
         }
     }
+    index.captured = captured.into_iter().flatten().collect();
     index.captures_skipped = capture.skipped;
     Ok(index)
 }

@@ -16,13 +16,15 @@
 //! 2. the candidates: the tools and what they pulled in (Depends, Pre-Depends, Recommends)
 //!    among the packages the same step installed;
 //! 3. what stays: every other installed package and everything it depends on (Depends,
-//!    Pre-Depends), whatever layer installed it; a candidate that stays is not counted;
+//!    Pre-Depends), whatever layer installed it, and the shared libraries a `-dev` package
+//!    depends on (what a program built against its headers loads); a candidate that stays is
+//!    not counted;
 //! 4. the bytes: the files of the counted packages that the step's layer ships and the final
 //!    filesystem shows, their dpkg records, and, when the step installed nothing else, the
 //!    package manager's state and caches that the step rewrote (the runtime stage would not
 //!    have run the install at all).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::LayerIndex;
 use super::layer::dpkg_list_package;
@@ -253,6 +255,11 @@ pub fn step_installs(
     j: usize,
 ) -> Option<StepInstalls> {
     let index = layers[j];
+    let contents: HashMap<u32, &[u8]> = index
+        .captured
+        .iter()
+        .map(|c| (c.entry, c.content.as_slice()))
+        .collect();
     // dpkg: the file lists this layer wrote that are still the final ones.
     let mut packages = BTreeMap::new();
     for (i, e) in index.entries().enumerate() {
@@ -266,7 +273,7 @@ pub fn step_installs(
         if c.layer != j || c.entry != i as u32 {
             continue;
         }
-        let Some(text) = captured(index, i as u32) else {
+        let Some(text) = contents.get(&(i as u32)) else {
             continue;
         };
         let name = String::from_utf8_lossy(name);
@@ -402,6 +409,28 @@ pub fn build_stage(
     );
     // A tool missing from the database (no status captured) still counts itself.
     candidates.extend(tools.iter().copied());
+    // A shared library that a `-dev` package depends on is what programs built against its
+    // headers load at run time: it stays.
+    let ships_library = |name: &str| {
+        step.packages.get(name).is_some_and(|paths| {
+            paths.iter().any(|p| {
+                let file = p.rsplit(|&b| b == b'/').next().unwrap_or(p);
+                file.windows(4).any(|w| w == b".so.") || file.ends_with(b".so")
+            })
+        })
+    };
+    let linked: Vec<&str> = tools
+        .iter()
+        .filter(|t| t.ends_with("-dev"))
+        .filter_map(|t| db.get(t))
+        .flat_map(|p| p.depends.iter().flatten())
+        .flat_map(|alt| {
+            let own = db.get_key_value(alt.as_str()).map(|(k, _)| *k);
+            own.into_iter()
+                .chain(providers.get(alt.as_str()).into_iter().flatten().copied())
+        })
+        .filter(|n| !tools.contains(n) && ships_library(n))
+        .collect();
     let others = db
         .keys()
         .copied()
@@ -411,7 +440,8 @@ pub fn build_stage(
                 .iter()
                 .copied()
                 .filter(|n| !candidates.contains(n)),
-        );
+        )
+        .chain(linked);
     let needed = closure(others, &db, &providers, false, None);
     let counted: BTreeSet<&str> = candidates
         .iter()

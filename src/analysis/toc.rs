@@ -673,7 +673,9 @@ fn read_entries(
         })
     };
     let mut entries: Vec<OwnedEntry> = Vec::new();
-    let mut captures: Vec<CaptureRequest> = Vec::new();
+    let mut captures: Vec<Option<CaptureRequest>> = Vec::new();
+    let mut capture_at: std::collections::HashMap<Vec<u8>, usize> =
+        std::collections::HashMap::new();
     let mut capture = layer::CapturePolicy::default();
     let mut total_size = 0u64;
     // Compressed offsets where data starts, sorted: eStargz ranges end at the next one.
@@ -746,8 +748,11 @@ fn read_entries(
                 .then(|| Digest::parse(&e.digest))
                 .transpose()
                 .map_err(|err| bad(&e.name, err.to_string()))?;
-            captures.retain(|c| c.path != path_buf);
-            captures.push(CaptureRequest {
+            // A later entry of the same path replaces the earlier one (and goes last).
+            if let Some(i) = capture_at.insert(path_buf.clone(), captures.len()) {
+                captures[i] = None;
+            }
+            captures.push(Some(CaptureRequest {
                 entry: id,
                 path: path_buf.clone(),
                 size,
@@ -755,10 +760,11 @@ fn read_entries(
                 digest,
                 format: layer.format,
                 layer: layer.digest.clone(),
-            });
+            }));
         }
         entries.push((path_buf, link, kind, size));
     }
+    let captures = captures.into_iter().flatten().collect();
     Ok((entries, captures, capture.skipped))
 }
 
