@@ -353,9 +353,14 @@ fn leftover_junk(f: &Facts<'_>) -> Vec<Recommendation> {
 }
 
 fn build_tools(f: &Facts<'_>) -> Vec<Recommendation> {
-    let Some((glob_bytes, layer)) = f.junk_of(Category::BuildTools) else {
+    let Some((glob_bytes, top)) = f.junk_of(Category::BuildTools) else {
         return Vec::new();
     };
+    let layer = f
+        .build_stages
+        .iter()
+        .max_by_key(|(l, s)| (s.total(), std::cmp::Reverse(**l)))
+        .map_or(top, |(l, _)| *l);
     if glob_bytes < MIN_BUILD_TOOLS {
         return Vec::new();
     }
@@ -405,8 +410,11 @@ fn build_tools(f: &Facts<'_>) -> Vec<Recommendation> {
             bytes: by_rules,
         });
     }
-    let what = if named == 0 {
-        "Compilers, headers, static libraries or toolchains ship in this image".to_string()
+    let message = if named == 0 {
+        format!(
+            "Compilers, headers, static libraries or toolchains ship in this image (most from {}). Build in a `FROM … AS build` stage and COPY only the artifacts into a slim runtime stage",
+            f.layer_name(layer)
+        )
     } else {
         let records = if managers.contains(&Manager::Apk) {
             "apk"
@@ -414,18 +422,24 @@ fn build_tools(f: &Facts<'_>) -> Vec<Recommendation> {
             "dpkg"
         };
         let names: Vec<&str> = packages.iter().take(3).map(|(n, _)| n.as_str()).collect();
+        let steps = f.build_stages.len();
         format!(
-            "Build tools and what they pulled in ship in this image: {} installed for building by {}'s records ({}{})",
-            count(named as u64, "package"),
+            "{} {} for building that nothing in the image needs at run time ({}'s records: {}{}). Build in a `FROM … AS build` stage and COPY only the artifacts into a slim runtime stage",
+            capitalise(&f.layer_name(layer)),
+            if steps > 1 {
+                format!(
+                    "and {} more install {}",
+                    count(steps as u64 - 1, "layer"),
+                    count(named as u64, "package")
+                )
+            } else {
+                format!("installs {}", count(named as u64, "package"))
+            },
             records,
             names.join(", "),
             if named > 3 { ", …" } else { "" }
         )
     };
-    let message = format!(
-        "{what} (most from {}). Build in a `FROM … AS build` stage and COPY only the artifacts into a slim runtime stage",
-        f.layer_name(layer)
-    );
     let mut r = f.about(layer, "multi-stage-build", message, saved);
     r.counted = counted;
     vec![r]
