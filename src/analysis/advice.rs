@@ -895,6 +895,27 @@ mod image_tests {
     }
 
     #[test]
+    fn an_image_that_follows_every_rule_gets_no_advice() {
+        // The base has dpkg's state and the linker cache; the install (caches cleaned in the same
+        // RUN) rewrites them, as every install must; the application is copied last.
+        let base = base()
+            .sized("etc/ld.so.cache", 60_000)
+            .sized("var/lib/dpkg/status-old", 150_000);
+        let install = Layer::new(
+            "/bin/sh -c apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*",
+        )
+        .sized("var/lib/dpkg/status", 180_000)
+        .sized("var/lib/dpkg/status-old", 170_000)
+        .sized("etc/ld.so.cache", 61_000)
+        .sized("usr/bin/tini", 800_000)
+        .file("var/lib/dpkg/info/tini.list", b"/usr/bin/tini\n");
+        let app = Layer::new("COPY --chown=app server /app/server").sized("app/server", 5_000_000);
+        let a = analyzed(&indexed(vec![base, install, app]));
+        assert!(a.totals.wasted_bytes > 200_000);
+        assert_eq!(a.recommendations, vec![]);
+    }
+
+    #[test]
     fn without_package_records_the_build_tool_rules_decide() {
         let step = Layer::new("/bin/sh -c ./install-toolchain.sh")
             .sized("usr/lib/gcc/x86_64-linux-gnu/12/cc1", 2_000_000)

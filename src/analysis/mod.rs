@@ -563,6 +563,21 @@ mod tests {
     }
 
     #[test]
+    fn a_layer_with_more_package_metadata_than_its_budget_says_so() {
+        let mut ix = index(&[("var/lib/dpkg/info/a.list", File, 10)]);
+        ix.captures_skipped = 3;
+        let layers = [(ix, "RUN apt-get install -y everything", 1)];
+        let a = analyze(&image(&layers));
+        assert_eq!(a.notes.len(), 1, "{:?}", a.notes);
+        assert!(
+            a.notes[0].starts_with("layer 0 holds more package metadata than the 16 MiB")
+                && a.notes[0].contains("3 files not read"),
+            "{}",
+            a.notes[0]
+        );
+    }
+
+    #[test]
     fn history_lines_map_to_layers_skipping_empty_ones() {
         let layers = [
             (index(&[("a", File, 1)]), "ADD rootfs", 1),
