@@ -15,6 +15,8 @@ use crate::scan::ScannedImage;
 pub const MAX_HIDDEN_FILES: usize = 20;
 /// Recommendations listed.
 pub const MAX_RECOMMENDATIONS: usize = 10;
+/// Parts of a recommendation's saving listed.
+pub const MAX_COUNTED: usize = 16;
 /// Layers listed with full detail; beyond this they are folded into the totals.
 pub const MAX_LAYERS: usize = 128;
 /// Characters kept of a history line.
@@ -88,6 +90,10 @@ fn cap(a: &mut ImageAnalysis) {
         truncate(&mut r.kind, MAX_FIELD);
         truncate(&mut r.message, MAX_MESSAGE);
         truncate_opt(&mut r.created_by, MAX_CREATED_BY);
+        r.counted.truncate(MAX_COUNTED);
+        for c in &mut r.counted {
+            truncate(&mut c.name, MAX_FIELD);
+        }
     }
     a.layers.truncate(MAX_LAYERS);
     for l in &mut a.layers {
@@ -510,6 +516,7 @@ mod tests {
                     saved_bytes: 1,
                     layer: Some(0),
                     created_by: Some(long.clone()),
+                    counted: Vec::new(),
                 })
                 .collect(),
             os: None,

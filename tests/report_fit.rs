@@ -34,7 +34,8 @@ fn findings(i: usize, text: &str, entry: &str, lists: usize) -> ImageFindings {
         "path": entry, "sizeBytes": 1, "layer": 0, "hiddenByLayer": 1, "reason": entry
     });
     let advice = json!({
-        "kind": entry, "message": entry, "savedBytes": 1, "layer": 0, "createdBy": entry
+        "kind": entry, "message": entry, "savedBytes": 1, "layer": 0, "createdBy": entry,
+        "counted": vec![json!({"name": entry, "bytes": 1}); lists]
     });
     serde_json::from_value(json!({
         "image": format!("r/app{i}:{text}"), "digest": format!("sha256:{i:064}"),
