@@ -130,9 +130,9 @@ fn every_field_of_every_crd_is_described_and_reachable_by_kubectl_explain() {
             );
             walk_fields(&kind, root, &mut |path, field| {
                 fields += 1;
-                if !field["description"]
+                if field["description"]
                     .as_str()
-                    .is_some_and(|d| !d.trim().is_empty())
+                    .is_none_or(|d| d.trim().is_empty())
                 {
                     undescribed.push(format!("{path} ({at})"));
                 }
