@@ -316,6 +316,37 @@ pub mod crd {
         /// Machine-readable form of `error`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub reason: Option<String>,
+        /// The image the container ran before this one, and how the change moved its figures
+        /// (kept until the image changes again).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub previous: Option<PreviousImage>,
+    }
+
+    /// The image a container ran before its current one: its figures then, and the change.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct PreviousImage {
+        /// The previous image as referenced (normalised).
+        pub image: String,
+        /// Digest of the previous image's manifest.
+        pub digest: String,
+        /// The previous image's `pullBytes`.
+        pub pull_bytes: u64,
+        /// The previous image's `sizeBytes`.
+        pub size_bytes: u64,
+        /// The previous image's `reclaimableBytes`.
+        pub reclaimable_bytes: u64,
+        /// The previous image's `reclaimablePullBytes`.
+        pub reclaimable_pull_bytes: u64,
+        /// `pullBytes` now minus `pullBytes` before: what a node downloads more (negative when
+        /// the image shrank).
+        pub pull_bytes_delta: i64,
+        /// `reclaimableBytes` now minus `reclaimableBytes` before.
+        pub reclaimable_bytes_delta: i64,
+        /// `reclaimablePullBytes` now minus `reclaimablePullBytes` before.
+        pub reclaimable_pull_bytes_delta: i64,
+        /// RFC 3339 time the operator first saw the container run its current image.
+        pub changed_at: String,
     }
 }
 
@@ -447,6 +478,11 @@ fn truncated_condition(
 
 fn cap_container(c: &mut crd::ContainerReport) {
     truncate(&mut c.name, MAX_FIELD);
+    if let Some(p) = &mut c.previous {
+        truncate(&mut p.image, MAX_REFERENCE);
+        truncate(&mut p.digest, MAX_FIELD);
+        truncate(&mut p.changed_at, MAX_FIELD);
+    }
     truncate_opt(&mut c.error, MAX_ERROR);
     truncate_opt(&mut c.reason, MAX_FIELD);
     if let Some(f) = &mut c.findings {
@@ -551,6 +587,7 @@ mod tests {
                     findings: Some(pathological(500)),
                     error: None,
                     reason: None,
+                    previous: None,
                 })
                 .collect(),
             ..Default::default()

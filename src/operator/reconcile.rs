@@ -16,9 +16,9 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 
 use super::analyze::{self, PullCredentials, Unanalyzed};
 use super::context::{Context, ReportKey, report_key};
-use super::publish;
 use super::status::{self, FailedContainer};
 use super::workload::{Workload, digest_from_image_id};
+use super::{growth, publish};
 use crate::metrics::{ContainerSeries, WorkloadLabels};
 use crate::registry::{Platform, Reference};
 use crate::report::crd::{ContainerReport, ImageReportStatus};
@@ -86,8 +86,10 @@ async fn reconcile_workload(ctx: &Context, w: &Workload) -> Result<Action, kube:
     let key = report_key(&w.namespace, &w.kind, &w.uid);
     ctx.images.findings.used_by(key.clone(), outcome.used);
     let previous = ctx.written.get(&key);
+    let mut containers = outcome.containers;
+    let changes = growth::track(&mut containers, previous.as_ref(), Timestamp::now());
     let status = status::new_status(
-        outcome.containers,
+        containers,
         &outcome.failed,
         previous.as_ref(),
         Timestamp::now(),
@@ -97,6 +99,7 @@ async fn reconcile_workload(ctx: &Context, w: &Workload) -> Result<Action, kube:
     if previous.as_ref() != Some(&status) {
         publish::write_report(ctx, w, &status).await?;
         publish::publish_event(ctx, w, &status, &outcome.failed).await;
+        growth::publish(ctx, w, &changes).await;
         ctx.written.insert(key, status);
     }
 
@@ -276,6 +279,7 @@ async fn analyze_containers(
             findings: None,
             error: None,
             reason: None,
+            previous: None,
         };
         match result {
             Ok(analyzed) => {
@@ -311,6 +315,10 @@ fn container_series<'a>(
                 container: &c.name,
                 image: &c.image,
                 analysis: &findings.analysis,
+                pull_growth_bytes: report
+                    .previous
+                    .as_ref()
+                    .map_or(0.0, |p| p.pull_bytes_delta as f64),
             })
         })
         .collect()
