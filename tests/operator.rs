@@ -724,7 +724,7 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_operato
         assert_eq!(a["status"], "success", "{expr}: {a}");
         alerts += 1;
     }
-    assert_eq!(alerts, 5);
+    assert_eq!(alerts, 6);
 }
 
 #[tokio::test]
