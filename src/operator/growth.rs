@@ -199,13 +199,14 @@ pub async fn publish(ctx: &Context, w: &Workload, changes: &[Change]) {
     }
     let api: Api<Event> = Api::namespaced(ctx.client.clone(), &w.namespace);
     for e in events(changes, ctx.config.growth_threshold, &w.report_name()) {
+        let now = Timestamp::now();
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", w.name)),
+                name: Some(event_name(&w.name, now)),
                 namespace: Some(w.namespace.clone()),
                 ..Default::default()
             },
-            event_time: Some(MicroTime(Timestamp::now())),
+            event_time: Some(MicroTime(now)),
             type_: Some(if e.warning { "Warning" } else { "Normal" }.into()),
             reason: Some(e.reason.into()),
             note: Some(e.note),
@@ -228,6 +229,20 @@ pub async fn publish(ctx: &Context, w: &Workload, changes: &[Change]) {
         if let Err(error) = api.create(&PostParams::default(), &event).await {
             tracing::warn!(namespace = %w.namespace, workload = %w.name, reason = e.reason, %error, "cannot publish event");
         }
+    }
+}
+
+/// `NAME.HEX` (the time in nanoseconds), as client-go names Events, with the workload's name cut
+/// so that the whole is a valid object name.
+fn event_name(workload: &str, at: Timestamp) -> String {
+    let suffix = format!("{:x}", at.as_nanosecond());
+    let keep = super::workload::MAX_OBJECT_NAME - suffix.len() - 1;
+    let start: String = workload.chars().take(keep).collect();
+    let start = start.trim_end_matches(['.', '-']);
+    if start.is_empty() {
+        suffix
+    } else {
+        format!("{start}.{suffix}")
     }
 }
 
@@ -369,6 +384,21 @@ mod tests {
         assert_eq!(reasons(change(1_000, 999), 0.1), [(IMAGE_SHRANK, false)]);
         assert_eq!(reasons(change(0, 10), 0.1), [(IMAGE_GREW, true)]);
         assert_eq!(reasons(change(1_000, 1_000), 0.0), []);
+    }
+
+    #[test]
+    fn event_names_are_valid_object_names_whatever_the_workloads_name() {
+        use crate::operator::workload::is_dns_subdomain;
+        let t = at("2026-11-30T10:00:00Z");
+        assert_eq!(event_name("web", t), format!("web.{:x}", t.as_nanosecond()));
+        for name in [
+            "a".repeat(253),
+            format!("{}.b", "a".repeat(240)),
+            "x-".repeat(120),
+        ] {
+            let e = event_name(&name, t);
+            assert!(is_dns_subdomain(&e), "{e}");
+        }
     }
 
     #[test]
