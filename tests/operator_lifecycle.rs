@@ -496,3 +496,19 @@ async fn a_deployment_rolled_to_a_smaller_image_gets_an_image_shrank_event() {
     );
     assert!(events_about(&cluster, "tool", "ImageGrew").await.is_empty());
 }
+
+/// `--growth-threshold` is a share of 0 or more: anything else stops `run` before it starts,
+/// with exit status 2 and the flag named.
+#[test]
+fn a_growth_threshold_that_is_no_share_is_refused() {
+    for bad in ["-0.5", "NaN", "inf", "ten"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_imagebloat"))
+            .args(["run", &format!("--growth-threshold={bad}")])
+            .env("KUBECONFIG", "/nonexistent")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--growth-threshold"), "{bad}: {err}");
+    }
+}
