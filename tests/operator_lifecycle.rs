@@ -512,3 +512,77 @@ fn a_growth_threshold_that_is_no_share_is_refused() {
         assert!(err.contains("--growth-threshold"), "{bad}: {err}");
     }
 }
+
+/// A bare Pod whose image is changed in place (`kubectl set image pod/…`): until the kubelet
+/// restarts the container, its status still reports the old image's digest, which is not taken
+/// for the new image's; the new tag is resolved, the change announced once, and the kubelet's word
+/// changes nothing more.
+#[tokio::test]
+async fn a_pods_image_changed_in_place_is_the_new_image_before_the_kubelet_reports_it() {
+    let cluster = Cluster::new("e2e-inplace").await;
+    let big = ImageBuilder::new(vec![
+        Layer::new("ADD").sized("bin/tool", 100_000),
+        Layer::new("ADD docs").sized("usr/share/doc/tool/manual.pdf", 300_000),
+    ])
+    .build();
+    let small = ImageBuilder::new(vec![Layer::new("ADD").sized("bin/tool", 100_000)]).build();
+    let big_ref = push("e2e-inplace", &big).await;
+    let small_ref = push_to(&format!("{}:2", repo("e2e-inplace")), &small).await;
+    let op = cluster.start_operator(&[]);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "tool"},
+        "spec": {"schedulerName": "imagebloat-e2e",
+                 "containers": [{"name": "main", "image": big_ref.reference}]}
+    }))
+    .unwrap();
+    let pods = cluster.api::<Pod>();
+    let pod = pods.create(&Default::default(), &pod).await.unwrap();
+    cluster
+        .run_pod(&pod, &[("main", &big_ref.image_id())])
+        .await;
+    cluster.report("pod-tool", &op).await;
+
+    let pod = pods
+        .patch(
+            "tool",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"containers": [
+                {"name": "main", "image": small_ref.reference}
+            ]}})),
+        )
+        .await
+        .unwrap();
+    let digest_of = |r: Option<ImageReport>| {
+        let c = r?.status?.containers.into_iter().next()?;
+        c.findings.map(|f| f.digest)
+    };
+    cluster
+        .wait_for_report(
+            "the report on the new image",
+            "pod-tool",
+            Duration::from_secs(30),
+            |r| (digest_of(r)? == small_ref.digest).then_some(()),
+        )
+        .await;
+    let shrank = wait_for("an ImageShrank Event", Duration::from_secs(30), || async {
+        events_about(&cluster, "tool", "ImageShrank").await.pop()
+    })
+    .await;
+    assert_eq!(shrank.type_.as_deref(), Some("Normal"));
+
+    // The kubelet restarts the container on the new image.
+    cluster
+        .run_pod(&pod, &[("main", &small_ref.image_id())])
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = cluster.report("pod-tool", &op).await;
+    let previous = report.status.unwrap().containers[0]
+        .previous
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (previous.digest.as_str(), previous.reclaimable_bytes_delta),
+        (big_ref.digest.as_str(), -300_000)
+    );
+    assert_eq!(events_about(&cluster, "tool", "ImageShrank").await.len(), 1);
+}
