@@ -85,6 +85,10 @@ struct RunArgs {
     /// Memory for layer indexes kept for images that share layers.
     #[arg(long, value_name = "SIZE", default_value = "64MiB")]
     layer_cache: ByteSize,
+    /// When a container's image changes and its pull size grows by more than this share (0.1 is
+    /// 10%), an `ImageGrew` Warning Event goes on the workload (a shrink: `ImageShrank`).
+    #[arg(long, value_name = "RATIO", default_value_t = 0.1)]
+    growth_threshold: f64,
 }
 
 /// Registry access flags shared by every command that reads registries.
@@ -468,6 +472,12 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
             identity: identity.clone(),
             timing: Default::default(),
         });
+    if !(args.growth_threshold.is_finite() && args.growth_threshold >= 0.0) {
+        return Err(format!(
+            "--growth-threshold {}: expected a share of 0 or more (0.1 is 10%)",
+            args.growth_threshold
+        ));
+    }
     Ok(imagebloat::operator::Config {
         namespaces: args.namespaces,
         exclude_namespaces: args.exclude_namespaces,
@@ -484,6 +494,7 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
         identity,
         retry: Duration::from_secs(args.retry_seconds.max(1)),
         layer_cache_bytes: usize::try_from(args.layer_cache.as_u64()).unwrap_or(usize::MAX),
+        growth_threshold: args.growth_threshold,
     })
 }
 

@@ -68,11 +68,13 @@ pub struct ImageAnalysis {
     pub totals: Totals,
     /// Bytes of junk per category.
     pub junk_bytes: u64,
+    /// Each layer of the manifest, bottom first, with what it ships, wastes and downloads.
     pub layers: Vec<LayerSummary>,
     /// Number of hidden files in all (the list below may be shortened).
     pub hidden_file_count: u64,
     /// Hidden files, largest first.
     pub hidden_files: Vec<HiddenFile>,
+    /// Junk left in the final filesystem, by category (caches, docs, build tools …).
     pub categories: Vec<CategorySummary>,
     /// Advice, largest saving first.
     pub recommendations: Vec<Recommendation>,
@@ -89,8 +91,11 @@ pub struct ImageAnalysis {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerSummary {
+    /// Position in the manifest, 0 for the bottom layer.
     pub index: u32,
+    /// Digest of the layer blob, as the manifest names it.
     pub digest: String,
+    /// Media type of the layer blob (its compression: gzip, zstd, none).
     pub media_type: String,
     /// Compressed bytes (descriptor size).
     pub pull_bytes: u64,
@@ -98,6 +103,7 @@ pub struct LayerSummary {
     pub uncompressed_bytes: u64,
     /// Bytes of regular files this layer ships.
     pub size_bytes: u64,
+    /// Regular files this layer ships.
     pub file_count: u64,
     /// Bytes this layer ships that a later layer (or a later entry of its own) hides.
     pub wasted_bytes: u64,
@@ -115,7 +121,9 @@ pub struct LayerSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HiddenFile {
+    /// Path in the image, without a leading `/`.
     pub path: String,
+    /// Bytes of the file.
     pub size_bytes: u64,
     /// The layer that shipped it.
     pub layer: u32,
@@ -130,7 +138,9 @@ pub struct HiddenFile {
 #[serde(rename_all = "camelCase")]
 pub struct CategorySummary {
     pub category: Category,
+    /// Bytes of the category's files in the final filesystem.
     pub bytes: u64,
+    /// Files of the category in the final filesystem.
     pub files: u64,
     /// The largest files of the category.
     pub examples: Vec<String>,
@@ -172,11 +182,15 @@ pub struct Counted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OsInfo {
+    /// `ID` (`debian`, `alpine` …).
     pub id: String,
+    /// `VERSION_ID` (`12`, `3.20.1` …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
+    /// `VERSION_CODENAME` (`bookworm` …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_codename: Option<String>,
+    /// `PRETTY_NAME` (`Debian GNU/Linux 12 (bookworm)` …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretty_name: Option<String>,
 }
@@ -185,8 +199,10 @@ pub struct OsInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BaseImage {
+    /// `org.opencontainers.image.base.name`: the base image's reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `org.opencontainers.image.base.digest`: the base image's manifest digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
 }

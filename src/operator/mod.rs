@@ -26,6 +26,7 @@ pub mod analyze;
 pub mod context;
 pub mod failures;
 pub mod gone;
+pub mod growth;
 pub mod images;
 pub mod index;
 pub mod leader;
@@ -92,6 +93,9 @@ pub struct Config {
     pub retry: Duration,
     /// Bytes of layer indexes kept for images that share layers.
     pub layer_cache_bytes: usize,
+    /// A container's pull size growing by more than this share (0.1 = 10%) when its image
+    /// changes makes an `ImageGrew` Event (see `growth`).
+    pub growth_threshold: f64,
 }
 
 /// Why the operator stopped.
