@@ -7,6 +7,7 @@
 //! `testkit` writes test images for the tests, the benchmark and the demo; the binary does not use it.
 
 pub mod analysis;
+pub mod crd_schema;
 pub mod digest;
 pub mod fleet;
 pub mod format;

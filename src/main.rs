@@ -129,6 +129,10 @@ struct RunArgs {
     /// Delete a ClusterImageReport once no workload has run its image for this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 900)]
     cluster_report_grace_seconds: u64,
+    /// When a container's image changes and its pull size grows by more than this share (0.1 is
+    /// 10%), an `ImageGrew` Warning Event goes on the workload (a shrink: `ImageShrank`).
+    #[arg(long, value_name = "RATIO", default_value_t = 0.1)]
+    growth_threshold: f64,
 }
 
 /// Registry access flags shared by every command that reads registries.
@@ -338,11 +342,18 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
-/// Splits `PATH[:TAG]` where the tag is a plain name (no `/`), so paths with colons still work
-/// when no tag is given.
+/// Splits `PATH[:TAG]`, so paths with colons still work when no tag is given. The tag may be a
+/// whole name (`localhost/app:1`, as podman records it) when the path before it exists;
+/// otherwise it is a plain name (no `/`).
 fn split_tag(spec: &str) -> (PathBuf, Option<String>) {
     if Path::new(spec).exists() {
         return (PathBuf::from(spec), None);
+    }
+    for (i, _) in spec.match_indices(':') {
+        let (path, tag) = (&spec[..i], &spec[i + 1..]);
+        if !tag.is_empty() && Path::new(path).exists() {
+            return (PathBuf::from(path), Some(tag.to_string()));
+        }
     }
     match spec.rsplit_once(':') {
         Some((path, tag)) if !tag.is_empty() && !tag.contains('/') => {
@@ -557,6 +568,12 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
             identity: identity.clone(),
             timing: Default::default(),
         });
+    if !(args.growth_threshold.is_finite() && args.growth_threshold >= 0.0) {
+        return Err(format!(
+            "--growth-threshold {}: expected a share of 0 or more (0.1 is 10%)",
+            args.growth_threshold
+        ));
+    }
     Ok(imagebloat::operator::Config {
         namespaces: args.namespaces,
         exclude_namespaces: args.exclude_namespaces,
@@ -577,6 +594,7 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
             interval: Duration::from_secs(args.fleet_interval_seconds.max(1)),
             grace: Duration::from_secs(args.cluster_report_grace_seconds),
         },
+        growth_threshold: args.growth_threshold,
     })
 }
 

@@ -27,6 +27,7 @@ pub mod context;
 pub mod failures;
 pub mod fleet;
 pub mod gone;
+pub mod growth;
 pub mod images;
 pub mod index;
 pub mod leader;
@@ -95,6 +96,9 @@ pub struct Config {
     pub layer_cache_bytes: usize,
     /// When the fleet view is computed, and how long an unused image keeps its cluster report.
     pub fleet: fleet::FleetConfig,
+    /// A container's pull size growing by more than this share (0.1 = 10%) when its image
+    /// changes makes an `ImageGrew` Event (see `growth`).
+    pub growth_threshold: f64,
 }
 
 /// Why the operator stopped.

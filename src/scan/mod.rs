@@ -25,6 +25,7 @@ mod archive;
 mod cache;
 mod layout;
 mod pipeline;
+mod saved_layer;
 mod source;
 
 pub use cache::LayerCache;

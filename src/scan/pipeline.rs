@@ -18,7 +18,8 @@ use super::cache::LayerCache;
 use super::source::Opened;
 use super::{ImageSource, Progress, ScanError, ScanErrorKind, ScanOptions, ScannedImage};
 use crate::analysis::{
-    self, HistoryEntry, ImageAnalysis, ImageInput, LayerIndex, LayerInput, LayerMediaType,
+    self, Compression, HistoryEntry, ImageAnalysis, ImageInput, LayerIndex, LayerInput,
+    LayerMediaType,
 };
 use crate::digest::Digest;
 use crate::registry::{Platform, RawManifest};
@@ -339,10 +340,15 @@ impl LayerReader<'_> {
 
     /// Streams one layer into a new index on a blocking thread.
     async fn index(&self, layer: &PlannedLayer<'_>) -> Result<Arc<LayerIndex>, ScanErrorKind> {
-        let reader = self.opened.layer_reader(&layer.digest, layer.size).await?;
-        let (compression, limits) = (layer.media.compression, self.options.limits);
+        let blob = self.opened.layer_reader(&layer.digest, layer.size).await?;
+        let compression = if blob.decompressed {
+            Compression::Plain
+        } else {
+            layer.media.compression
+        };
+        let limits = self.options.limits;
         let index = tokio::task::spawn_blocking(move || {
-            analysis::index_layer(reader, compression, &limits)
+            analysis::index_layer(blob.reader, compression, &limits)
         })
         .await
         .map_err(|e| ScanErrorKind::Local(format!("layer reader stopped: {e}")))??;

@@ -817,15 +817,28 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn scraping(target: &str) -> Self {
+        Self::start(target, None)
+    }
+
+    /// [`scraping`](Self::scraping), evaluating the alerting rules of `rules` (a Prometheus rules
+    /// file) every second.
+    #[allow(dead_code)] // tests/operator_lifecycle.rs
+    pub fn scraping_with_rules(target: &str, rules: &str) -> Self {
+        Self::start(target, Some(rules))
+    }
+
+    fn start(target: &str, rules: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: imagebloat\n    honor_labels: true\n    static_configs: [{{targets: ['{target}']}}]\n"
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: imagebloat\n    honor_labels: true\n    static_configs: [{{targets: ['{target}']}}]\n"
+        );
+        if let Some(rules) = rules {
+            let file = dir.path().join("rules.yaml");
+            std::fs::write(&file, rules).unwrap();
+            text.push_str(&format!("rule_files: ['{}']\n", file.display()));
+        }
+        std::fs::write(&config, text).unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
