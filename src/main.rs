@@ -68,6 +68,8 @@ enum TopSort {
     FleetReclaimable,
     /// Compressed size of one copy.
     Pull,
+    /// Pull bytes an image grew by when a workload moved to it.
+    Growth,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -490,6 +492,7 @@ async fn run_top(args: TopArgs) -> Result<ExitCode, Error> {
     let key = match args.sort {
         TopSort::FleetReclaimable => top::SortKey::FleetReclaimable,
         TopSort::Pull => top::SortKey::Pull,
+        TopSort::Growth => top::SortKey::Growth,
     };
     top::sort(&mut rows, key);
     if args.limit > 0 {

@@ -27,6 +27,9 @@ pub enum SortKey {
     FleetReclaimable,
     /// The compressed size of one copy of the image.
     Pull,
+    /// How much the image grew when a workload moved to it (`previous.pullBytesDelta` of the
+    /// ImageReports); images with no recorded change last.
+    Growth,
 }
 
 /// One image in the list.
@@ -49,6 +52,12 @@ pub struct TopRow {
     pub fleet_pull_bytes: u64,
     /// The reclaimable share of `fleetPullBytes`: what a cleanup of the image saves.
     pub fleet_reclaimable_pull_bytes: u64,
+    /// The largest change of pull bytes recorded when a container moved to this image from
+    /// another (`status.containers[].previous.pullBytesDelta` of the ImageReports; negative when
+    /// it shrank); absent when no report records a change to it, or the reader may not list
+    /// ImageReports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub growth_bytes: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recommendation: Option<TopAdvice>,
 }
@@ -92,6 +101,7 @@ pub fn rows_from_cluster(reports: &[ClusterImageReport]) -> Vec<TopRow> {
                 pull_bytes: s.totals.pull_bytes,
                 fleet_pull_bytes: s.fleet.pull_bytes,
                 fleet_reclaimable_pull_bytes: s.fleet.reclaimable_pull_bytes,
+                growth_bytes: None,
                 recommendation: s
                     .top_recommendation
                     .as_ref()
@@ -122,6 +132,7 @@ pub fn rows_from_namespace(reports: &[ImageReport]) -> Vec<TopRow> {
                 pull_bytes: t.pull_bytes,
                 fleet_pull_bytes: 0,
                 fleet_reclaimable_pull_bytes: 0,
+                growth_bytes: None,
                 recommendation: f
                     .analysis
                     .recommendations
@@ -140,14 +151,38 @@ pub fn rows_from_namespace(reports: &[ImageReport]) -> Vec<TopRow> {
             }
         }
     }
-    rows.into_values().collect()
+    let mut rows: Vec<TopRow> = rows.into_values().collect();
+    add_growth(&mut rows, reports);
+    rows
+}
+
+/// Each image's growth from the ImageReports: the largest `previous.pullBytesDelta` among the
+/// containers now running it.
+pub fn add_growth(rows: &mut [TopRow], reports: &[ImageReport]) {
+    let mut growth: BTreeMap<&str, i64> = BTreeMap::new();
+    let containers = reports
+        .iter()
+        .filter_map(|r| r.status.as_ref())
+        .flat_map(|s| &s.containers);
+    for c in containers {
+        if let (Some(f), Some(p)) = (&c.findings, &c.previous) {
+            let g = growth
+                .entry(f.digest.as_str())
+                .or_insert(p.pull_bytes_delta);
+            *g = (*g).max(p.pull_bytes_delta);
+        }
+    }
+    for row in rows {
+        row.growth_bytes = growth.get(row.digest.as_str()).copied();
+    }
 }
 
 /// Sorts largest first by `key`, then by image for a stable order.
 pub fn sort(rows: &mut [TopRow], key: SortKey) {
     let value = |r: &TopRow| match key {
-        SortKey::FleetReclaimable => r.fleet_reclaimable_pull_bytes,
-        SortKey::Pull => r.pull_bytes,
+        SortKey::FleetReclaimable => i128::from(r.fleet_reclaimable_pull_bytes),
+        SortKey::Pull => i128::from(r.pull_bytes),
+        SortKey::Growth => r.growth_bytes.map_or(i128::MIN, i128::from),
     };
     rows.sort_by(|a, b| value(b).cmp(&value(a)).then_with(|| a.image.cmp(&b.image)));
 }
@@ -161,9 +196,10 @@ pub fn table(rows: &[TopRow]) -> String {
         "FLEET RECLAIMABLE",
         "FLEET PULL",
         "PULL",
+        "GROWTH",
         "TOP RECOMMENDATION",
     ];
-    let mut lines: Vec<[String; 7]> = vec![header.map(str::to_string)];
+    let mut lines: Vec<[String; 8]> = vec![header.map(str::to_string)];
     for r in rows {
         let advice = match &r.recommendation {
             Some(a) => {
@@ -187,10 +223,11 @@ pub fn table(rows: &[TopRow]) -> String {
             format::size(r.fleet_reclaimable_pull_bytes),
             format::size(r.fleet_pull_bytes),
             format::size(r.pull_bytes),
+            r.growth_bytes.map_or("-".into(), signed_size),
             advice,
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..8)
         .map(|i| {
             lines
                 .iter()
@@ -206,7 +243,7 @@ pub fn table(rows: &[TopRow]) -> String {
             .zip(&widths)
             .enumerate()
             .map(|(i, (cell, w))| {
-                if i == 6 {
+                if i == 7 {
                     cell.clone()
                 } else {
                     format!("{cell:<w$}")
@@ -217,6 +254,16 @@ pub fn table(rows: &[TopRow]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A change of size with its sign: `+1.2 MB`, `-300 kB`, `0 B`.
+fn signed_size(delta: i64) -> String {
+    let size = format::size(delta.unsigned_abs());
+    match delta.signum() {
+        1 => format!("+{size}"),
+        -1 => format!("-{size}"),
+        _ => size,
+    }
 }
 
 /// The image with its digest cut to 12 hex digits (the JSON output keeps it whole).
@@ -233,8 +280,16 @@ fn short_image(image: &str) -> String {
 pub async fn fetch(client: Client, namespace: Option<&str>) -> Result<Vec<TopRow>, kube::Error> {
     match namespace {
         None => {
-            let api: Api<ClusterImageReport> = Api::all(client);
-            Ok(rows_from_cluster(&list_all(&api).await?))
+            let api: Api<ClusterImageReport> = Api::all(client.clone());
+            let mut rows = rows_from_cluster(&list_all(&api).await?);
+            // Growth lives in the ImageReports: a reader who may list the cluster reports but
+            // not every namespace's ImageReports gets the list without it.
+            match list_all(&Api::<ImageReport>::all(client)).await {
+                Ok(reports) => add_growth(&mut rows, &reports),
+                Err(kube::Error::Api(e)) if e.code == 403 => {}
+                Err(e) => return Err(e),
+            }
+            Ok(rows)
         }
         Some(ns) => {
             let api: Api<ImageReport> = Api::namespaced(client, ns);
@@ -350,5 +405,62 @@ mod tests {
             "r/app@sha256:abababababab"
         );
         assert_eq!(short_image("r/app:1"), "r/app:1");
+    }
+
+    #[test]
+    fn growth_is_the_largest_recorded_change_to_each_image_and_sorts_last_when_unknown() {
+        let mut reports = [
+            image_report("web", &[("sha256:a", 100, 40, 30)]),
+            image_report("api", &[("sha256:a", 100, 40, 30)]),
+            image_report("db", &[("sha256:b", 500, 10, 5)]),
+            image_report("jobs", &[("sha256:c", 50, 0, 0)]),
+        ];
+        let previous = |delta: i64| {
+            serde_json::from_value(json!({
+                "image": "r/old:1", "digest": "sha256:old", "pullBytes": 1, "sizeBytes": 1,
+                "reclaimableBytes": 0, "reclaimablePullBytes": 0, "pullBytesDelta": delta,
+                "reclaimableBytesDelta": 0, "reclaimablePullBytesDelta": 0,
+                "changedAt": "2026-11-30T00:00:00Z"
+            }))
+            .expect("a valid previous image")
+        };
+        reports[0].status.as_mut().unwrap().containers[0].previous = Some(previous(20));
+        reports[1].status.as_mut().unwrap().containers[0].previous = Some(previous(70));
+        reports[2].status.as_mut().unwrap().containers[0].previous = Some(previous(-300));
+        let mut rows = rows_from_namespace(&reports);
+        sort(&mut rows, SortKey::Growth);
+        let growth: Vec<_> = rows
+            .iter()
+            .map(|r| (r.digest.as_str(), r.growth_bytes))
+            .collect();
+        assert_eq!(
+            growth,
+            [
+                ("sha256:a", Some(70)),
+                ("sha256:b", Some(-300)),
+                ("sha256:c", None)
+            ]
+        );
+        let text = table(&rows);
+        let cells = |line: usize| -> Vec<String> {
+            text.lines()
+                .nth(line)
+                .unwrap()
+                .split("   ")
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect()
+        };
+        assert_eq!(cells(0)[6], "GROWTH", "{text}");
+        assert_eq!(cells(1)[6], "+70 B", "{text}");
+        assert_eq!(cells(2)[6], "-300 B", "{text}");
+        assert_eq!(cells(3)[6], "-", "{text}");
+        assert_eq!(serde_json::to_value(&rows[1]).unwrap()["growthBytes"], -300);
+        assert!(
+            serde_json::to_value(&rows[2])
+                .unwrap()
+                .get("growthBytes")
+                .is_none()
+        );
     }
 }
