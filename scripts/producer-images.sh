@@ -217,11 +217,11 @@ produce() {
 main() {
   trap cleanup EXIT
   trap 'exit 130' INT TERM
-  [ -n "${IMAGEBLOAT_TESTENV_DIR:-}" ] || die "IMAGEBLOAT_TESTENV_DIR is not set (run scripts/testenv.sh up first)"
   local env_file
-  env_file="$("$SCRIPT_DIR/testenv.sh" env)"
+  env_file="$("$SCRIPT_DIR/testenv.sh" env)" || die "the test environment is not up: run scripts/testenv.sh up"
   # shellcheck disable=SC1090
   source "$env_file"
+  [ -n "${IMAGEBLOAT_TESTENV_DIR:-}" ] || die "IMAGEBLOAT_TESTENV_DIR is not set in $env_file"
   [ -n "${IMAGEBLOAT_TEST_REGISTRY:-}" ] || die "IMAGEBLOAT_TEST_REGISTRY is not set in $env_file"
   [ "$(id -u)" -eq 0 ] || die "buildah's chroot isolation and vfs storage need root"
   install_packages
