@@ -62,8 +62,10 @@ PACKAGES=(
 source "$SCRIPT_DIR/lib/common.sh"
 
 WORK=""
+STORE=""
 cleanup() {
   [ -n "$WORK" ] && rm -rf "$WORK"
+  [ -n "$STORE" ] && rm -rf "$STORE"
   return 0
 }
 
@@ -183,7 +185,9 @@ produce() {
   local out="$1" reg="$2" store
   rm -rf "$out"
   mkdir -p "$out"
-  store="$out/.storage"
+  # podman refuses a run root path over 50 characters: the storage goes under a short temp dir.
+  STORE="$(mktemp -d /tmp/ib-producers.XXXXXX)"
+  store="$STORE"
   local skopeo=(skopeo copy --quiet --insecure-policy)
   storage_flags "$store"
   local flags=("${STORAGE_FLAGS[@]}")
@@ -210,6 +214,7 @@ produce() {
     "$out/docker25.tar" "$out/docker-zstd.tar"
 
   rm -rf "$store"
+  STORE=""
   python3 "$SCRIPT_DIR/independent_count.py" "$CACHED:producers" >"$out/expected.json.tmp"
   mv "$out/expected.json.tmp" "$out/expected.json"
 }
@@ -217,11 +222,11 @@ produce() {
 main() {
   trap cleanup EXIT
   trap 'exit 130' INT TERM
-  [ -n "${IMAGEBLOAT_TESTENV_DIR:-}" ] || die "IMAGEBLOAT_TESTENV_DIR is not set (run scripts/testenv.sh up first)"
   local env_file
-  env_file="$("$SCRIPT_DIR/testenv.sh" env)"
+  env_file="$("$SCRIPT_DIR/testenv.sh" env)" || die "the test environment is not up: run scripts/testenv.sh up"
   # shellcheck disable=SC1090
   source "$env_file"
+  [ -n "${IMAGEBLOAT_TESTENV_DIR:-}" ] || die "IMAGEBLOAT_TESTENV_DIR is not set in $env_file"
   [ -n "${IMAGEBLOAT_TEST_REGISTRY:-}" ] || die "IMAGEBLOAT_TEST_REGISTRY is not set in $env_file"
   [ "$(id -u)" -eq 0 ] || die "buildah's chroot isolation and vfs storage need root"
   install_packages
