@@ -175,6 +175,7 @@ pub struct Recommendation {
 pub struct Counted {
     /// A package name, or what else was counted in parentheses.
     pub name: String,
+    /// Bytes of this part in the image (regular files' sizes, uncompressed).
     pub bytes: u64,
 }
 
