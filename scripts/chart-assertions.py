@@ -48,6 +48,8 @@ EXPECTED_RULES = {
     ("batch", "cronjobs"): {"get"},
     ("imagebloat.dev", "imagereports"): {"list", "watch", "create", "patch"},
     ("imagebloat.dev", "imagereports/status"): {"patch"},
+    ("imagebloat.dev", "clusterimagereports"): {"list", "create", "patch", "delete"},
+    ("imagebloat.dev", "clusterimagereports/status"): {"patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 # Flags the operator accepts more than once.
@@ -57,6 +59,7 @@ ALERTS = {
     "highlyReclaimable": "ImageBloatHighlyReclaimable",
     "lowEfficiency": "ImageBloatLowEfficiency",
     "analysesFailing": "ImageBloatAnalysesFailing",
+    "imageGrew": "ImageBloatImageGrew",
     "operatorAbsent": "ImageBloatOperatorAbsent",
 }
 
@@ -221,6 +224,9 @@ def main():
         flag = {"maxLayerBytes": "--max-layer-bytes", "maxLayerPathBytes": "--max-layer-path-bytes", "layerCache": "--layer-cache"}[key]
         want = op[key] if isinstance(op[key], str) else str(int(op[key]))
         check(first.get(flag) == want, f"{flag} is {first.get(flag)!r}, expected {want!r}")
+    growth = first.get("--growth-threshold")
+    check(growth is not None and float(growth) == float(op["growthThreshold"]),
+          f"--growth-threshold is {growth!r}, expected {op['growthThreshold']!r}")
     lease_name = values["leaderElection"]["leaseName"] or f"{deploy['metadata']['name']}-leader"
     check(("--leader-elect" in seen) == leader, f"--leader-elect present={'--leader-elect' in seen}, expected {leader}")
     if leader:
@@ -371,6 +377,9 @@ def main():
             ann = rule.get("annotations", {})
             check(ann.get("summary") and ann.get("description"), f"{name}: summary and description annotations")
             check(ann.get("runbook_url") == f"{pr_values['runbookUrl']}#{name.lower()}", f"{name}: runbook_url")
+        if "ImageBloatImageGrew" in alerts:
+            ratio = pr_values["alerts"]["imageGrew"]["growthRatio"]
+            check(alerts["ImageBloatImageGrew"]["expr"].rstrip().endswith(f"> {ratio}"), "ImageBloatImageGrew does not use growthRatio")
         if "ImageBloatOperatorAbsent" in alerts:
             check(f"up{{{pr_values['operatorJobSelector']}}}" in alerts["ImageBloatOperatorAbsent"]["expr"], "ImageBloatOperatorAbsent does not use operatorJobSelector")
 

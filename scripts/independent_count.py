@@ -8,7 +8,8 @@ index.json; an image index is resolved to its linux/amd64 manifest, else its fir
 JSON object:
 
   {"pullBytes", "sizeBytes", "finalBytes", "wastedBytes", "efficiency",
-   "layers": [{"digest", "sizeBytes"}, ...]}
+   "layers": [{"digest", "sizeBytes", "fileCount", "wastedBytes"}, ...],
+   "hiddenFileCount", "hiddenFiles": [{"path", "sizeBytes", "layer"}, ...]}
 
 It follows the rules of DESIGN.md ("What bloat means: the analysis") on purpose in the plainest way:
 every layer is read whole into a list, the filesystem is a dict of path -> entry, whiteouts are
@@ -20,6 +21,10 @@ structure with the streaming implementation it checks.
   F  finalBytes   sum of sizes of the regular-file contents visible after applying all layers;
                   content shared by hard links counts once while any of its names is visible.
   W  wastedBytes  S - F
+     fileCount    per layer: its regular-file entries (whiteout markers and hard links are not files)
+     hiddenFiles  every shipped content no visible name reaches at the end, under the path of the
+                  entry that shipped it ("/" + path), with the layer that shipped it; a layer's
+                  wastedBytes is the sum of its hidden contents' sizes. Sorted by path.
      efficiency   F / S, 1.0 when S is 0
      pullBytes    sum of the layer descriptors' sizes in the manifest
 
@@ -196,6 +201,7 @@ def count(layout, tag):
     total_size = 0
     pull_bytes = 0
     layer_reports = []
+    shipped = {}  # content id -> the path of the entry that shipped it
 
     for layer_index, descriptor in enumerate(manifest["layers"]):
         pull_bytes += descriptor["size"]
@@ -203,11 +209,18 @@ def count(layout, tag):
 
         # 1. S for this layer: regular files only; whiteout markers and hard links add nothing.
         layer_size = 0
+        layer_files = 0
         for entry in entries:
             if entry["kind"] == "file" and not base_of(entry["path"]).startswith(WHITEOUT_PREFIX):
                 layer_size += entry["size"]
+                layer_files += 1
         total_size += layer_size
-        layer_reports.append({"digest": descriptor["digest"], "sizeBytes": layer_size})
+        layer_reports.append(
+            {"digest": descriptor["digest"], "sizeBytes": layer_size, "fileCount": layer_files}
+        )
+        for entry_index, entry in enumerate(entries):
+            if entry["kind"] == "file" and not base_of(entry["path"]).startswith(WHITEOUT_PREFIX):
+                shipped[(layer_index, entry_index)] = entry["path"]
 
         # 2. Whiteouts act on the lower layers only, so apply them all before any entry of this
         #    layer: then none of this layer's own entries can be removed, whatever the tar order.
@@ -276,7 +289,19 @@ def count(layout, tag):
     for content in visible_contents:
         final_size += contents[content]
 
+    hidden = []
+    for report in layer_reports:
+        report["wastedBytes"] = 0
+    for content, size in contents.items():
+        if content not in visible_contents:
+            layer_reports[content[0]]["wastedBytes"] += size
+            path = "/" + shipped[content].decode("utf-8", "surrogateescape")
+            hidden.append({"path": path, "sizeBytes": size, "layer": content[0]})
+    hidden.sort(key=lambda h: h["path"])
+
     return {
+        "hiddenFileCount": len(hidden),
+        "hiddenFiles": hidden,
         "pullBytes": pull_bytes,
         "sizeBytes": total_size,
         "finalBytes": final_size,

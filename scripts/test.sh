@@ -11,7 +11,8 @@
 # from Debian's source package and cached; all stopped again on exit whatever happens); build or
 # reuse the realistic Debian image and push it
 # (scripts/realistic-image.sh), and the same images converted to eStargz and zstd:chunked by the
-# real tools (scripts/lazy-images.sh); then cargo fmt --check, cargo clippy -D warnings, the chart checks
+# real tools (scripts/lazy-images.sh), and the mistake/fix pairs built with buildah
+# (scripts/buildah-images.sh); then cargo fmt --check, cargo clippy -D warnings, the chart checks
 # (scripts/chart-check.sh --cluster), the tests, and imagebloat's own image through its own CI gate,
 # with the test environment's variables exported. Every step runs even when an earlier check
 # fails, so one run shows everything; the exit status is the tests' status, or 1 when only a check
@@ -37,6 +38,12 @@ scripts/realistic-image.sh
 
 phase "lazy-pull images written by skopeo and ctr-remote: scripts/lazy-images.sh (built once, then cached)"
 scripts/lazy-images.sh >/dev/null
+
+phase "one image as every real producer writes it (buildah, podman, skopeo): scripts/producer-images.sh (built once, then cached)"
+scripts/producer-images.sh >/dev/null
+
+phase "mistake/fix image pairs built with buildah: scripts/buildah-images.sh (built once, then cached)"
+scripts/buildah-images.sh
 
 # shellcheck disable=SC1090
 source "$(scripts/testenv.sh env)"

@@ -7,7 +7,9 @@
 //! `testkit` writes test images for the tests, the benchmark and the demo; the binary does not use it.
 
 pub mod analysis;
+pub mod crd_schema;
 pub mod digest;
+pub mod fleet;
 pub mod format;
 pub mod metrics;
 pub mod operator;
@@ -16,3 +18,4 @@ pub mod report;
 pub mod scan;
 pub mod table;
 pub mod testkit;
+pub mod top;

@@ -35,8 +35,47 @@ enum Command {
     Scan(ScanArgs),
     /// Run the operator: watch Pods, write ImageReports, serve metrics.
     Run(RunArgs),
-    /// Print the ImageReport CustomResourceDefinition (YAML), as in crds/.
+    /// The images to fix first: each image, the workloads and Nodes running it, the download
+    /// bytes a cleanup saves over the fleet, and the recommendation that saves the most.
+    ///
+    /// Reads ClusterImageReports (or, with --namespace, that namespace's ImageReports) through
+    /// the current kubeconfig context. Also runs as the kubectl plugin `kubectl imagebloat top`
+    /// when installed as `kubectl-imagebloat`.
+    Top(TopArgs),
+    /// Print the ImageReport and ClusterImageReport CustomResourceDefinitions (YAML), as in crds/.
     Crd,
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// Only this namespace's workloads, from its ImageReports (no cluster-level access needed;
+    /// each workload counts as one download of each of its images).
+    #[arg(short, long, value_name = "NS")]
+    namespace: Option<String>,
+    /// Largest first by this figure.
+    #[arg(long, value_enum, default_value_t = TopSort::FleetReclaimable)]
+    sort: TopSort,
+    /// Show only this many images (0 for all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    limit: usize,
+    #[arg(short, long, value_enum, default_value_t = TopOutput::Table)]
+    output: TopOutput,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TopSort {
+    /// Download bytes a cleanup saves over the fleet.
+    FleetReclaimable,
+    /// Compressed size of one copy.
+    Pull,
+    /// Pull bytes an image grew by when a workload moved to it.
+    Growth,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TopOutput {
+    Table,
+    Json,
 }
 
 #[derive(Args)]
@@ -85,6 +124,17 @@ struct RunArgs {
     /// Memory for layer indexes kept for images that share layers.
     #[arg(long, value_name = "SIZE", default_value = "64MiB")]
     layer_cache: ByteSize,
+    /// Compute the fleet view (ClusterImageReports, Node and cluster gauges) once no workload
+    /// changed for this many seconds (at the latest after five times as long under churn).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    fleet_interval_seconds: u64,
+    /// Delete a ClusterImageReport once no workload has run its image for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    cluster_report_grace_seconds: u64,
+    /// When a container's image changes and its pull size grows by more than this share (0.1 is
+    /// 10%), an `ImageGrew` Warning Event goes on the workload (a shrink: `ImageShrank`).
+    #[arg(long, value_name = "RATIO", default_value_t = 0.1)]
+    growth_threshold: f64,
 }
 
 /// Registry access flags shared by every command that reads registries.
@@ -216,7 +266,7 @@ fn main() -> ExitCode {
         )
         .init();
     // Usage errors exit here, with clap's message and status 2.
-    let cli = Cli::parse();
+    let cli = parse_cli();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -229,6 +279,22 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The command line; as the kubectl plugin (`kubectl-imagebloat`, which kubectl runs for
+/// `kubectl imagebloat ARGS`), the same commands, named as kubectl users type them.
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let plugin = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_stem().map(|s| s == "kubectl-imagebloat"))
+        .unwrap_or(false);
+    if !plugin {
+        return Cli::parse();
+    }
+    let matches = Cli::command().bin_name("kubectl imagebloat").get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Why a command stopped early. `main` prints it, once, and exits with its code.
@@ -273,18 +339,27 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Scan(args) => runtime.block_on(run_scan(args)),
         Command::Run(args) => runtime.block_on(run_operator(args)),
+        Command::Top(args) => runtime.block_on(run_top(args)),
         Command::Crd => {
             print!("{}", imagebloat::report::crd::crd_yaml());
+            print!("---\n{}", imagebloat::report::cluster::cluster_crd_yaml());
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Splits `PATH[:TAG]` where the tag is a plain name (no `/`), so paths with colons still work
-/// when no tag is given.
+/// Splits `PATH[:TAG]`, so paths with colons still work when no tag is given. The tag may be a
+/// whole name (`localhost/app:1`, as podman records it) when the path before it exists;
+/// otherwise it is a plain name (no `/`).
 fn split_tag(spec: &str) -> (PathBuf, Option<String>) {
     if Path::new(spec).exists() {
         return (PathBuf::from(spec), None);
+    }
+    for (i, _) in spec.match_indices(':') {
+        let (path, tag) = (&spec[..i], &spec[i + 1..]);
+        if !tag.is_empty() && Path::new(path).exists() {
+            return (PathBuf::from(path), Some(tag.to_string()));
+        }
     }
     match spec.rsplit_once(':') {
         Some((path, tag)) if !tag.is_empty() && !tag.contains('/') => {
@@ -407,6 +482,41 @@ fn progress_line() -> Arc<dyn Fn(scan::Progress) + Send + Sync> {
     })
 }
 
+async fn run_top(args: TopArgs) -> Result<ExitCode, Error> {
+    use imagebloat::top;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the cluster of the current kubeconfig context: {e}"))?;
+    let what = match &args.namespace {
+        Some(ns) => format!("ImageReports in namespace {ns}"),
+        None => "ClusterImageReports".to_string(),
+    };
+    let mut rows = top::fetch(client, args.namespace.as_deref())
+        .await
+        .map_err(|e| format!("cannot list {what}: {e}"))?;
+    let key = match args.sort {
+        TopSort::FleetReclaimable => top::SortKey::FleetReclaimable,
+        TopSort::Pull => top::SortKey::Pull,
+        TopSort::Growth => top::SortKey::Growth,
+    };
+    top::sort(&mut rows, key);
+    if args.limit > 0 {
+        rows.truncate(args.limit);
+    }
+    let text = match args.output {
+        TopOutput::Table if rows.is_empty() => format!("No {what} found.\n"),
+        TopOutput::Table => top::table(&rows),
+        TopOutput::Json => serde_json::to_string_pretty(&rows)
+            .map(|s| s + "\n")
+            .map_err(|e| format!("cannot print the list: {e}"))?,
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|_| Error::StdoutClosed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_findings(findings: &ImageFindings, output: Output) -> Result<(), Error> {
     let text = match output {
         Output::Table => Ok(table::render(findings, terminal_width())),
@@ -466,6 +576,12 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
             identity: identity.clone(),
             timing: Default::default(),
         });
+    if !(args.growth_threshold.is_finite() && args.growth_threshold >= 0.0) {
+        return Err(format!(
+            "--growth-threshold {}: expected a share of 0 or more (0.1 is 10%)",
+            args.growth_threshold
+        ));
+    }
     Ok(imagebloat::operator::Config {
         namespaces: args.namespaces,
         exclude_namespaces: args.exclude_namespaces,
@@ -483,6 +599,11 @@ fn operator_config(args: RunArgs) -> Result<imagebloat::operator::Config, String
         identity,
         retry: Duration::from_secs(args.retry_seconds.max(1)),
         layer_cache_bytes: usize::try_from(args.layer_cache.as_u64()).unwrap_or(usize::MAX),
+        fleet: imagebloat::operator::fleet::FleetConfig {
+            interval: Duration::from_secs(args.fleet_interval_seconds.max(1)),
+            grace: Duration::from_secs(args.cluster_report_grace_seconds),
+        },
+        growth_threshold: args.growth_threshold,
     })
 }
 

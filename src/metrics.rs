@@ -21,6 +21,8 @@ use prometheus::{
 };
 
 use crate::analysis::ImageAnalysis;
+
+pub mod fleet;
 use crate::registry::Observer;
 
 const IMAGE_LABELS: &[&str] = &[
@@ -79,6 +81,8 @@ pub struct ContainerSeries<'a> {
     /// The image as the Pod names it (the `image` label).
     pub image: &'a str,
     pub analysis: &'a ImageAnalysis,
+    /// Pull bytes now minus those of the image the container ran before (0 while none is known).
+    pub pull_growth_bytes: f64,
 }
 
 /// All metrics of the operator.
@@ -91,6 +95,7 @@ pub struct Metrics {
     pub image_efficiency_ratio: GaugeVec,
     pub image_layers: GaugeVec,
     pub image_reclaimable_category_bytes: GaugeVec,
+    pub image_pull_growth_bytes: GaugeVec,
     /// Analyses by result (`success`, `error`, `reused`).
     pub analyses: IntCounterVec,
     pub analysis_duration: HistogramVec,
@@ -110,6 +115,8 @@ pub struct Metrics {
     pub analyses_skipped: IntCounter,
     /// Proofs of pull access by result (`granted`, `refused`, `error`).
     pub access_checks: IntCounterVec,
+    /// The fleet view's Node, cluster and per-image gauges (`metrics::fleet`).
+    pub fleet: fleet::FleetMetrics,
     state: Mutex<SeriesState>,
 }
 
@@ -192,6 +199,11 @@ impl Metrics {
                 "Final bytes divided by shipped bytes",
             ),
             image_layers: image_gauge("imagebloat_image_layers", "Layers of the image"),
+            image_pull_growth_bytes: image_gauge(
+                "imagebloat_image_pull_growth_bytes",
+                "Pull bytes of the image minus those of the image the container ran before \
+                 (negative when it shrank; 0 while no earlier image is known)",
+            ),
             image_reclaimable_category_bytes: gauge(
                 &r,
                 "imagebloat_image_reclaimable_category_bytes",
@@ -257,6 +269,7 @@ impl Metrics {
                  credentials), by result",
                 &["result"],
             ),
+            fleet: fleet::FleetMetrics::register(&r),
             state: Mutex::default(),
             registry: r,
         };
@@ -371,6 +384,9 @@ impl Metrics {
                     c.container,
                     c.image,
                 ];
+                self.image_pull_growth_bytes
+                    .with_label_values(&labels)
+                    .set(c.pull_growth_bytes);
                 self.set_container(labels, c.analysis)
             })
             .collect();
@@ -432,6 +448,7 @@ impl Metrics {
                 &self.image_reclaimable_bytes,
                 &self.image_efficiency_ratio,
                 &self.image_layers,
+                &self.image_pull_growth_bytes,
             ] {
                 let _ = g.remove_label_values(&labels);
             }
@@ -557,11 +574,13 @@ mod tests {
                     container: "app",
                     image: "r/app:1",
                     analysis: &app,
+                    pull_growth_bytes: -250.0,
                 },
                 ContainerSeries {
                     container: "side",
                     image: "r/side:1",
                     analysis: &side,
+                    pull_growth_bytes: 0.0,
                 },
             ],
         );
@@ -570,6 +589,13 @@ mod tests {
             [
                 (labels("web", "app", "r/app:1"), 1000.0),
                 (labels("web", "side", "r/side:1"), 500.0)
+            ]
+        );
+        assert_eq!(
+            series(&m, "imagebloat_image_pull_growth_bytes"),
+            [
+                (labels("web", "app", "r/app:1"), -250.0),
+                (labels("web", "side", "r/side:1"), 0.0)
             ]
         );
         for family in [
@@ -597,16 +623,26 @@ mod tests {
             container,
             image,
             analysis: &a,
+            pull_growth_bytes: 0.0,
         };
         m.set_workload(
             &web(),
             &[series_of("app", "r/app:1"), series_of("side", "r/side:1")],
         );
         m.set_workload(&web(), &[series_of("app", "r/app:2")]);
-        assert_eq!(
-            series(&m, "imagebloat_image_pull_bytes"),
-            [(labels("web", "app", "r/app:2"), 1000.0)]
-        );
+        for family in [
+            "imagebloat_image_pull_bytes",
+            "imagebloat_image_pull_growth_bytes",
+        ] {
+            assert_eq!(
+                series(&m, family)
+                    .into_iter()
+                    .map(|(l, _)| l)
+                    .collect::<Vec<_>>(),
+                [labels("web", "app", "r/app:2")],
+                "{family}"
+            );
+        }
         assert_eq!(
             series(&m, "imagebloat_image_reclaimable_category_bytes"),
             [(
@@ -624,6 +660,7 @@ mod tests {
             container: "app",
             image: "r/app:1",
             analysis: &a,
+            pull_growth_bytes: 0.0,
         };
         m.set_workload(&web(), std::slice::from_ref(&app));
         m.set_workload(&api(), &[app]);
@@ -638,6 +675,7 @@ mod tests {
         );
         m.remove_workload(&api());
         assert!(series(&m, "imagebloat_image_pull_bytes").is_empty());
+        assert!(series(&m, "imagebloat_image_pull_growth_bytes").is_empty());
         assert!(series(&m, "imagebloat_image_reclaimable_category_bytes").is_empty());
     }
 
@@ -684,6 +722,7 @@ mod tests {
             container: "app",
             image: "r/app:1",
             analysis: &a,
+            pull_growth_bytes: 0.0,
         };
         m.set_workload(&web(), std::slice::from_ref(&app));
         let recreated = WorkloadLabels {

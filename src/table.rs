@@ -268,6 +268,7 @@ mod tests {
                     saved_bytes: 20_000_000,
                     layer: Some(0),
                     created_by: None,
+                    counted: Vec::new(),
                 }],
                 os: Some(OsInfo {
                     id: "debian".into(),

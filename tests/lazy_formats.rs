@@ -108,6 +108,10 @@ fn assert_same_index(tag: &str, layer: usize, toc: &LayerIndex, full: &LayerInde
         "{tag} layer {layer}: captured files"
     );
     assert_eq!(
+        toc.captures_skipped, full.captures_skipped,
+        "{tag} layer {layer}: package metadata over the capture budget"
+    );
+    assert_eq!(
         toc.compressed_bytes, full.compressed_bytes,
         "{tag} layer {layer}: compressed bytes"
     );

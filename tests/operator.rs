@@ -677,7 +677,7 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_operato
     ])
     .build();
     let good = push("e2e-prom", &good).await;
-    let op = cluster.start_operator(&[]);
+    let op = cluster.start_operator(&["--fleet-interval-seconds", "1"]);
     let prometheus = Prometheus::scraping(&op.metrics);
     cluster.deploy_running("good", &good).await;
     // A second workload whose image is missing: errors show on the dashboard too.
@@ -697,6 +697,18 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_operato
                 .value("count_over_time(imagebloat_image_pull_bytes{workload=\"good\"}[1m])")
                 .await
                 .filter(|n| *n >= 3.0)
+        },
+    )
+    .await;
+    // And with the fleet view's series (computed apart from the reconciles).
+    wait_for(
+        "scrapes with fleet series",
+        Duration::from_secs(60),
+        || async {
+            prometheus
+                .value("count_over_time(imagebloat_image_fleet_pull_bytes[1m])")
+                .await
+                .filter(|n| *n >= 2.0)
         },
     )
     .await;
@@ -724,7 +736,7 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_the_operato
         assert_eq!(a["status"], "success", "{expr}: {a}");
         alerts += 1;
     }
-    assert_eq!(alerts, 5);
+    assert_eq!(alerts, 6);
 }
 
 #[tokio::test]
@@ -789,4 +801,98 @@ async fn the_operator_does_its_whole_job_with_only_the_charts_rbac() {
 
     // The release's cluster-scoped parts (ClusterRole and binding) leave with it.
     helm(&["uninstall", &name, "-n", &release_ns]);
+}
+
+/// The API server of the test bed (1.20) publishes only OpenAPI v2, where a `nullable` object
+/// hides every field beneath it: `kubectl explain` reaches every field of every CRD the binary
+/// generates all the same, and prints that field's own description.
+#[tokio::test]
+async fn kubectl_explain_prints_every_fields_own_description() {
+    let _cluster = Cluster::new("e2e-explain").await;
+    let yaml = imagebloat::report::crd::crd_yaml();
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&yaml) {
+        let crd: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
+        let singular = crd["spec"]["names"]["singular"].as_str().unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        explainable_fields(singular, schema, &mut fields);
+    }
+    assert!(fields.len() >= 84, "{} fields", fields.len());
+    let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let explain = |path: &str| {
+        let out = kubectl(&["explain", path]);
+        assert!(
+            out.status.success(),
+            "kubectl explain {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        // What kubectl prints between DESCRIPTION: and FIELDS: (or the end).
+        let description = text
+            .split_once("DESCRIPTION:")
+            .map(|(_, d)| d.split("FIELDS:").next().unwrap_or_default())
+            .unwrap_or_default();
+        words(description)
+    };
+    // The API server publishes a new CRD's schema a moment after it is established.
+    let (path, wanted) = fields
+        .iter()
+        .find(|(p, _)| p == "imagereport.status.summary.pullBytes")
+        .expect("status.summary.pullBytes in the schema");
+    wait_for(
+        "the CRD's schema published",
+        Duration::from_secs(30),
+        || {
+            let found = explain(path);
+            async move { found.starts_with(&words(wanted)).then_some(()) }
+        },
+    )
+    .await;
+    assert!(!words(wanted).contains("Findings for every container"));
+
+    let wrong: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = fields
+            .chunks(fields.len().div_ceil(4))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .filter_map(|(path, wanted)| {
+                            let got = explain(path);
+                            (!got.starts_with(&words(wanted))).then(|| {
+                                format!("{path}: wanted {wanted:?}, kubectl printed {got:?}")
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(
+        wrong.is_empty(),
+        "{} of {} fields not explained:\n{}",
+        wrong.len(),
+        fields.len(),
+        wrong.join("\n")
+    );
+}
+
+/// Every field beneath `schema` as `kubectl explain` names it (`a.b.c`, arrays without `[]`),
+/// with its description in the schema.
+fn explainable_fields(path: &str, schema: &serde_yaml::Value, out: &mut Vec<(String, String)>) {
+    if let Some(properties) = schema["properties"].as_mapping() {
+        for (name, field) in properties {
+            let path = format!("{path}.{}", name.as_str().unwrap());
+            let description = field["description"].as_str().unwrap_or_default();
+            out.push((path.clone(), description.to_string()));
+            explainable_fields(&path, field, out);
+        }
+    }
+    if schema["items"].is_mapping() {
+        explainable_fields(path, &schema["items"], out);
+    }
 }

@@ -4,7 +4,7 @@
 use imagebloat::operator::analyze::ContainerFailure;
 use imagebloat::operator::status::{FailedContainer, REPORT_BUDGET, new_status};
 use imagebloat::operator::workload::{Workload, is_dns_subdomain};
-use imagebloat::report::crd::{ContainerReport, ImageReport, ImageReportSpec};
+use imagebloat::report::crd::{ContainerReport, ImageReport, ImageReportSpec, PreviousImage};
 use imagebloat::report::{ImageFindings, TRUNCATED_CONDITION};
 use k8s_openapi::jiff::Timestamp;
 use proptest::prelude::*;
@@ -34,7 +34,8 @@ fn findings(i: usize, text: &str, entry: &str, lists: usize) -> ImageFindings {
         "path": entry, "sizeBytes": 1, "layer": 0, "hiddenByLayer": 1, "reason": entry
     });
     let advice = json!({
-        "kind": entry, "message": entry, "savedBytes": 1, "layer": 0, "createdBy": entry
+        "kind": entry, "message": entry, "savedBytes": 1, "layer": 0, "createdBy": entry,
+        "counted": vec![json!({"name": entry, "bytes": 1}); lists]
     });
     serde_json::from_value(json!({
         "image": format!("r/app{i}:{text}"), "digest": format!("sha256:{i:064}"),
@@ -106,6 +107,19 @@ proptest! {
                 findings: Some(if i < 3 { raw[i].clone() } else { capped[i % 3].clone() }),
                 error: None,
                 reason: None,
+                // What the container ran before, named as long as the image.
+                previous: Some(PreviousImage {
+                    image: text.clone(),
+                    digest: text.clone(),
+                    pull_bytes: 1,
+                    size_bytes: 2,
+                    reclaimable_bytes: 1,
+                    reclaimable_pull_bytes: 1,
+                    pull_bytes_delta: 9,
+                    reclaimable_bytes_delta: 9,
+                    reclaimable_pull_bytes_delta: 4,
+                    changed_at: text.clone(),
+                }),
             })
             .collect();
         // Long messages, 200 KB in all (a registry's error text is capped before it gets here).
@@ -126,6 +140,7 @@ proptest! {
             findings: None,
             error: Some(f.failure.message.clone()),
             reason: Some(f.failure.reason.clone()),
+            previous: None,
         }));
         let total = containers.len();
         let status = new_status(containers, &failed, None, Timestamp::UNIX_EPOCH);
@@ -166,6 +181,7 @@ fn a_pod_with_1000_containers_keeps_the_first_with_full_findings_and_counts_the_
             findings: Some(findings(i, "x", "x", 3)),
             error: None,
             reason: None,
+            previous: None,
         })
         .collect();
     let status = new_status(containers, &[], None, Timestamp::UNIX_EPOCH);
@@ -204,6 +220,7 @@ fn a_report_with_a_huge_base_image_annotation_is_capped_not_dropped() {
         findings: Some(f),
         error: None,
         reason: None,
+        previous: None,
     }];
     let status = new_status(containers, &[], None, Timestamp::UNIX_EPOCH);
     let size = serde_json::to_vec(&status).unwrap().len();

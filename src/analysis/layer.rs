@@ -6,6 +6,7 @@
 //! entry (24 bytes plus the path) and never any file content, except a few small files the advice
 //! reads (`os-release`). Memory therefore grows with the number of entries, not with layer bytes.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufReader, Read};
 
@@ -96,6 +97,7 @@ impl LayerLimits {
             .saturating_mul(std::mem::size_of::<Entry>() as u64)
             .saturating_add(self.max_path_bytes)
             .saturating_add(CAPTURED_PATHS.len() as u64 * MAX_CAPTURED_BYTES)
+            .saturating_add(MAX_PACKAGE_METADATA_BYTES)
     }
 }
 
@@ -156,6 +158,61 @@ pub struct CapturedFile {
 const CAPTURED_PATHS: &[&[u8]] = &[b"etc/os-release", b"usr/lib/os-release"];
 const MAX_CAPTURED_BYTES: u64 = 16 << 10;
 
+/// Package databases whose content is kept (what a step installed: dpkg's status and its
+/// per-package file lists, apk's installed database), each up to [`MAX_PACKAGE_FILE_BYTES`] …
+const PACKAGE_DATABASES: &[&[u8]] = &[b"var/lib/dpkg/status", b"lib/apk/db/installed"];
+/// … and dpkg's file lists, `var/lib/dpkg/info/NAME.list` (or `NAME:ARCH.list`).
+const DPKG_LISTS: (&[u8], &[u8]) = (b"var/lib/dpkg/info/", b".list");
+const MAX_PACKAGE_FILE_BYTES: u64 = 8 << 20;
+/// Package metadata kept per layer in all. Real layers hold well under this (a Debian base with
+/// a build toolchain: about 3 MB); a layer with more keeps what came first and says so
+/// ([`LayerIndex::captures_skipped`]).
+pub const MAX_PACKAGE_METADATA_BYTES: u64 = 16 << 20;
+/// Bookkeeping charged per captured file, so that many tiny files exhaust the budget too.
+const CAPTURE_OVERHEAD: u64 = 64;
+
+/// Which regular files' contents an index keeps: the one predicate every reader of a layer
+/// (the streaming path, the table-of-contents path) consults, entry by entry in tar order, so
+/// that all indexes of one layer capture the same files.
+#[derive(Debug, Default, Clone)]
+pub struct CapturePolicy {
+    package_bytes: u64,
+    /// Package metadata files refused because the layer's budget was spent.
+    pub skipped: u32,
+}
+
+impl CapturePolicy {
+    /// Whether to keep the content of the regular file at this canonical path and size.
+    pub fn take(&mut self, path: &[u8], size: u64) -> bool {
+        if CAPTURED_PATHS.contains(&path) {
+            return size <= MAX_CAPTURED_BYTES;
+        }
+        if !is_package_metadata(path) || size > MAX_PACKAGE_FILE_BYTES {
+            return false;
+        }
+        let cost = size + CAPTURE_OVERHEAD;
+        if self.package_bytes + cost > MAX_PACKAGE_METADATA_BYTES {
+            self.skipped = self.skipped.saturating_add(1);
+            return false;
+        }
+        self.package_bytes += cost;
+        true
+    }
+}
+
+/// Whether a canonical path is a package database or a dpkg file list.
+pub fn is_package_metadata(path: &[u8]) -> bool {
+    PACKAGE_DATABASES.contains(&path) || dpkg_list_package(path).is_some()
+}
+
+/// The package name (with `:ARCH` when dpkg adds it) of a dpkg file list path.
+pub fn dpkg_list_package(path: &[u8]) -> Option<&[u8]> {
+    let name = path
+        .strip_prefix(DPKG_LISTS.0)?
+        .strip_suffix(DPKG_LISTS.1)?;
+    (!name.is_empty() && !name.contains(&b'/')).then_some(name)
+}
+
 /// Everything the analysis keeps of one layer.
 #[derive(Debug, Clone, Default)]
 pub struct LayerIndex {
@@ -170,6 +227,9 @@ pub struct LayerIndex {
     /// Regular files in this layer (hard links not counted).
     pub file_count: u64,
     pub captured: Vec<CapturedFile>,
+    /// Package metadata files whose content was not kept: the layer's budget
+    /// ([`MAX_PACKAGE_METADATA_BYTES`]) was spent.
+    pub captures_skipped: u32,
 }
 
 impl LayerIndex {
@@ -686,6 +746,9 @@ fn walk_tar(stream: &mut TarStream<'_>, limits: &LayerLimits) -> Result<LayerInd
         .map_err(|error| LayerError::Tar { entry: 0, error })?;
     let mut path_buf = Vec::with_capacity(256);
     let mut link_buf = Vec::with_capacity(256);
+    let mut capture = CapturePolicy::default();
+    let mut captured: Vec<Option<CapturedFile>> = Vec::new();
+    let mut captured_at: HashMap<Vec<u8>, usize> = HashMap::new();
     for (n, entry) in entries.enumerate() {
         let n = n as u64;
         let tar_err = |error| LayerError::Tar { entry: n, error };
@@ -768,27 +831,20 @@ fn walk_tar(stream: &mut TarStream<'_>, limits: &LayerLimits) -> Result<LayerInd
         if kind == EntryKind::File {
             index.size_bytes += size;
             index.file_count += 1;
-            if size <= MAX_CAPTURED_BYTES && CAPTURED_PATHS.contains(&path_buf.as_slice()) {
+            if capture.take(&path_buf, size) {
                 let mut content = Vec::with_capacity(size as usize);
                 entry.read_to_end(&mut content).map_err(tar_err)?;
-                let previous = index
-                    .captured
-                    .iter()
-                    .position(|c| index.entry(c.entry).path == path_buf.as_slice());
-                if let Some(i) = previous {
-                    index.captured.remove(i);
+                // A later entry of the same path replaces the earlier one (and goes last).
+                if let Some(i) = captured_at.insert(path_buf.clone(), captured.len()) {
+                    captured[i] = None;
                 }
-                index.captured.push(CapturedFile { entry: id, content });
+                captured.push(Some(CapturedFile { entry: id, content }));
             }
         }
     }
+    index.captured = captured.into_iter().flatten().collect();
+    index.captures_skipped = capture.skipped;
     Ok(index)
-}
-
-/// Whether the streaming path keeps the content of a regular file at this canonical path and
-/// size (other indexes of the same layer must capture the same files).
-pub fn is_captured(path: &[u8], size: u64) -> bool {
-    size <= MAX_CAPTURED_BYTES && CAPTURED_PATHS.contains(&path)
 }
 
 #[cfg(test)]
@@ -1025,6 +1081,40 @@ mod tests {
         };
         let err = index(&many_files(1000), &limits).unwrap_err();
         assert!(err.to_string().contains("more than 999 entries"), "{err}");
+    }
+
+    #[test]
+    fn package_metadata_is_captured_within_the_layers_budget_and_the_rest_is_counted() {
+        let big = MAX_PACKAGE_FILE_BYTES as usize - 1000;
+        let layer = crate::testkit::Layer::new("x")
+            .sized("var/lib/dpkg/status", big)
+            .sized("var/lib/dpkg/info/a.list", big)
+            // Over the layer's budget: not kept, and counted.
+            .sized("var/lib/dpkg/info/b:amd64.list", big)
+            // Too large on its own.
+            .sized("lib/apk/db/installed", MAX_PACKAGE_FILE_BYTES as usize + 1)
+            // Not package metadata.
+            .sized("var/lib/dpkg/info/a.md5sums", 10)
+            .file("etc/os-release", b"ID=debian\n")
+            .into_tar()
+            .0;
+        let ix = index(&layer, &LayerLimits::default()).unwrap();
+        let kept: Vec<&[u8]> = ix.captured.iter().map(|c| ix.entry(c.entry).path).collect();
+        assert_eq!(
+            kept,
+            vec![
+                &b"var/lib/dpkg/status"[..],
+                b"var/lib/dpkg/info/a.list",
+                b"etc/os-release"
+            ]
+        );
+        assert_eq!(ix.captures_skipped, 1);
+        assert_eq!(
+            dpkg_list_package(b"var/lib/dpkg/info/b:amd64.list"),
+            Some(&b"b:amd64"[..])
+        );
+        assert_eq!(dpkg_list_package(b"var/lib/dpkg/info/.list"), None);
+        assert_eq!(dpkg_list_package(b"var/lib/dpkg/info/x/y.list"), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod advice;
 pub mod layer;
 pub mod overlay;
+pub mod packages;
 pub mod path;
 pub mod rules;
 pub mod toc;
@@ -24,7 +25,7 @@ pub use totals::Totals;
 
 /// Bumped whenever the same layers could produce different findings, so stored reports made by
 /// an older analyzer are recomputed rather than reused.
-pub const ANALYZER_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+a1");
+pub const ANALYZER_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+a2");
 
 /// One layer of the manifest as the analysis sees it.
 #[derive(Debug, Clone)]
@@ -67,11 +68,13 @@ pub struct ImageAnalysis {
     pub totals: Totals,
     /// Bytes of junk per category.
     pub junk_bytes: u64,
+    /// Each layer of the manifest, bottom first, with what it ships, wastes and downloads.
     pub layers: Vec<LayerSummary>,
     /// Number of hidden files in all (the list below may be shortened).
     pub hidden_file_count: u64,
     /// Hidden files, largest first.
     pub hidden_files: Vec<HiddenFile>,
+    /// Junk left in the final filesystem, by category (caches, docs, build tools …).
     pub categories: Vec<CategorySummary>,
     /// Advice, largest saving first.
     pub recommendations: Vec<Recommendation>,
@@ -88,8 +91,11 @@ pub struct ImageAnalysis {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerSummary {
+    /// Position in the manifest, 0 for the bottom layer.
     pub index: u32,
+    /// Digest of the layer blob, as the manifest names it.
     pub digest: String,
+    /// Media type of the layer blob (its compression: gzip, zstd, none).
     pub media_type: String,
     /// Compressed bytes (descriptor size).
     pub pull_bytes: u64,
@@ -97,6 +103,7 @@ pub struct LayerSummary {
     pub uncompressed_bytes: u64,
     /// Bytes of regular files this layer ships.
     pub size_bytes: u64,
+    /// Regular files this layer ships.
     pub file_count: u64,
     /// Bytes this layer ships that a later layer (or a later entry of its own) hides.
     pub wasted_bytes: u64,
@@ -114,7 +121,9 @@ pub struct LayerSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HiddenFile {
+    /// Path in the image, without a leading `/`.
     pub path: String,
+    /// Bytes of the file.
     pub size_bytes: u64,
     /// The layer that shipped it.
     pub layer: u32,
@@ -129,7 +138,9 @@ pub struct HiddenFile {
 #[serde(rename_all = "camelCase")]
 pub struct CategorySummary {
     pub category: Category,
+    /// Bytes of the category's files in the final filesystem.
     pub bytes: u64,
+    /// Files of the category in the final filesystem.
     pub files: u64,
     /// The largest files of the category.
     pub examples: Vec<String>,
@@ -151,17 +162,36 @@ pub struct Recommendation {
     /// That layer's history line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// What `savedBytes` counts, largest first (the multi-stage advice lists the packages the
+    /// build step installed and the bytes of each; the list is bounded, its last entries fold
+    /// the rest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counted: Vec<Counted>,
+}
+
+/// One part of a recommendation's saving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Counted {
+    /// A package name, or what else was counted in parentheses.
+    pub name: String,
+    /// Bytes of this part in the image (regular files' sizes, uncompressed).
+    pub bytes: u64,
 }
 
 /// The operating system of the final filesystem, from `os-release`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OsInfo {
+    /// `ID` (`debian`, `alpine` …).
     pub id: String,
+    /// `VERSION_ID` (`12`, `3.20.1` …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
+    /// `VERSION_CODENAME` (`bookworm` …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_codename: Option<String>,
+    /// `PRETTY_NAME` (`Debian GNU/Linux 12 (bookworm)` …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretty_name: Option<String>,
 }
@@ -170,8 +200,10 @@ pub struct OsInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BaseImage {
+    /// `org.opencontainers.image.base.name`: the base image's reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `org.opencontainers.image.base.digest`: the base image's manifest digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
 }
@@ -214,7 +246,30 @@ pub fn analyze_with(input: &ImageInput<'_>, classifier: &Classifier) -> ImageAna
     let hidden_files = stack.hidden_files(&mut wasted_by_layer);
     let junk = stack.junk(classifier, &mut junk_by_layer);
     let junk_bytes: u64 = junk_by_layer.iter().sum();
-    let shares = LayerShares::of(input, &wasted_by_layer, &junk_by_layer);
+    let mut shares = LayerShares::of(input, &wasted_by_layer, &junk_by_layer);
+    let layer_indexes: Vec<&LayerIndex> = stack.present.iter().map(|(_, ix)| *ix).collect();
+    for (pos, ix) in &stack.present {
+        if ix.captures_skipped > 0 {
+            shares.notes.push(format!(
+                "layer {pos} holds more package metadata than the {} MiB read per layer ({} files not read): advice that counts installed packages may count less",
+                layer::MAX_PACKAGE_METADATA_BYTES >> 20,
+                ix.captures_skipped
+            ));
+        }
+    }
+    let build_stages: BTreeMap<usize, packages::BuildStage> = junk
+        .by_tool
+        .keys()
+        .filter(|(_, c, _)| *c == Category::BuildTools)
+        .map(|(layer, _, _)| *layer)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|layer| {
+            let j = stack.present.iter().position(|(pos, _)| *pos == layer)?;
+            let stage = packages::build_stage(&stack.overlay, &layer_indexes, j, classifier)?;
+            Some((layer, stage))
+        })
+        .collect();
 
     let mut analysis = ImageAnalysis {
         totals: Totals::of_image(
@@ -241,6 +296,8 @@ pub fn analyze_with(input: &ImageInput<'_>, classifier: &Classifier) -> ImageAna
     analysis.recommendations = advice::advise(&advice::Facts {
         analysis: &analysis,
         junk_by_tool: &junk.by_tool,
+        build_stages: &build_stages,
+        classifier,
         base_layer_final_bytes: base_layer_final_bytes(&stack.overlay, &stack.present),
     });
     analysis
@@ -520,6 +577,21 @@ mod tests {
     fn with_uncompressed(mut ix: LayerIndex, n: u64) -> LayerIndex {
         ix.uncompressed_bytes = n;
         ix
+    }
+
+    #[test]
+    fn a_layer_with_more_package_metadata_than_its_budget_says_so() {
+        let mut ix = index(&[("var/lib/dpkg/info/a.list", File, 10)]);
+        ix.captures_skipped = 3;
+        let layers = [(ix, "RUN apt-get install -y everything", 1)];
+        let a = analyze(&image(&layers));
+        assert_eq!(a.notes.len(), 1, "{:?}", a.notes);
+        assert!(
+            a.notes[0].starts_with("layer 0 holds more package metadata than the 16 MiB")
+                && a.notes[0].contains("3 files not read"),
+            "{}",
+            a.notes[0]
+        );
     }
 
     #[test]

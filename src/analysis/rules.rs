@@ -326,10 +326,75 @@ pub const RULES: &[Rule] = &[
     ),
 ];
 
+/// Package-manager state and logs: files every package install or removal rewrites (dpkg's
+/// status and per-package records, the dynamic linker's cache, debconf's cache, install logs).
+/// A later layer that installs anything ships them again, and no Dockerfile can avoid that except
+/// by installing less often, so they are never advised as "rewritten files" to avoid; the
+/// multi-stage advice counts a step's copies when the whole step would move to a build stage.
+/// (Logs among them are still `logs` junk when they are large enough to matter.)
+pub const PACKAGE_MANAGER_STATE: &[(&str, &str)] = &[
+    (
+        "var/lib/dpkg/**",
+        "dpkg's database: status, status-old, available, per-package lists and scripts, triggers",
+    ),
+    (
+        "var/log/{dpkg.log,alternatives.log,apt/**}",
+        "dpkg and apt logs, appended to by every install",
+    ),
+    (
+        "var/lib/apt/extended_states",
+        "apt's record of automatically installed packages",
+    ),
+    (
+        "var/cache/debconf/**",
+        "debconf's answers and templates, rewritten by every package configuration",
+    ),
+    (
+        "{etc/ld.so.cache,var/cache/ldconfig/**}",
+        "the dynamic linker's cache, rebuilt by ldconfig after every library install",
+    ),
+    (
+        "{lib/apk/db/**,etc/apk/world}",
+        "apk's installed database and world file",
+    ),
+    (
+        "{var/lib/rpm/**,usr/lib/sysimage/rpm/**,var/lib/dnf/**,var/lib/yum/**,var/log/{dnf,yum}*}",
+        "the rpm database and dnf/yum history and logs",
+    ),
+];
+
+/// Packages that are build tools by name although none of their files is a compiler, header or
+/// static library (the junk rules find those): with them, the packages a step installed tell
+/// which of its files a build stage would keep out of the runtime image.
+pub const BUILD_TOOL_PACKAGES: &[(&str, &str)] = &[
+    (
+        "make",
+        "runs the build; a program never calls make at run time",
+    ),
+    ("cmake", "generates the build"),
+    ("ninja-build", "runs the build"),
+    ("ninja", "runs the build (apk)"),
+    ("meson", "generates the build"),
+    ("autoconf", "generates configure scripts"),
+    ("automake", "generates Makefiles"),
+    ("libtool", "builds libraries"),
+    ("libtool-bin", "builds libraries"),
+    ("m4", "macro processor used by autotools"),
+    ("bison", "parser generator"),
+    ("flex", "scanner generator"),
+    ("pkg-config", "finds libraries' build flags"),
+    ("pkgconf", "finds libraries' build flags"),
+    ("build-essential", "the Debian build toolchain meta-package"),
+    ("build-base", "the Alpine build toolchain meta-package"),
+    ("dpkg-dev", "Debian package build tools"),
+    ("binutils", "assembler, linker and object tools"),
+];
+
 /// The compiled table.
 #[derive(Debug, Clone)]
 pub struct Classifier {
     set: GlobSet,
+    state: GlobSet,
 }
 
 impl Default for Classifier {
@@ -349,9 +414,28 @@ impl Classifier {
                 .unwrap_or_else(|e| panic!("junk rule {:?} is not a valid glob: {e}", rule.glob));
             builder.add(glob);
         }
+        let mut state = GlobSetBuilder::new();
+        for (glob, _) in PACKAGE_MANAGER_STATE {
+            let glob = GlobBuilder::new(glob)
+                .literal_separator(true)
+                .build()
+                .unwrap_or_else(|e| panic!("state rule {glob:?} is not a valid glob: {e}"));
+            state.add(glob);
+        }
         Classifier {
             set: builder.build().expect("the junk rule table compiles"),
+            state: state.build().expect("the state rule table compiles"),
         }
+    }
+
+    /// Whether a canonical path is package-manager state ([`PACKAGE_MANAGER_STATE`]).
+    pub fn is_package_state(&self, path: &[u8]) -> bool {
+        self.state.is_match(bytes_to_path(path).as_ref())
+    }
+
+    /// Whether a package of this name is a build tool ([`BUILD_TOOL_PACKAGES`]).
+    pub fn is_build_tool_package(name: &str) -> bool {
+        BUILD_TOOL_PACKAGES.iter().any(|(n, _)| *n == name)
     }
 
     /// The first rule that matches a canonical path, if any.
@@ -457,6 +541,34 @@ mod tests {
         assert_eq!(cat("tmp/build.tar.gz"), Some(Temp));
         assert_eq!(cat("var/log/dpkg.log"), Some(Logs));
         assert_eq!(cat("app/tmp/x"), None);
+    }
+
+    #[test]
+    fn package_manager_state_is_what_every_install_rewrites() {
+        let c = Classifier::new();
+        for p in [
+            "var/lib/dpkg/status",
+            "var/lib/dpkg/status-old",
+            "var/lib/dpkg/info/make.list",
+            "var/log/dpkg.log",
+            "var/log/apt/history.log",
+            "etc/ld.so.cache",
+            "var/cache/ldconfig/aux-cache",
+            "var/cache/debconf/templates.dat",
+            "lib/apk/db/installed",
+            "var/lib/rpm/rpmdb.sqlite",
+        ] {
+            assert!(c.is_package_state(p.as_bytes()), "{p}");
+        }
+        for p in [
+            "etc/ld.so.conf",
+            "var/log/nginx/access.log",
+            "var/lib/apt/lists/x_Packages",
+            "usr/lib/dpkg/methods/apt/setup",
+            "app/var/lib/dpkg/status",
+        ] {
+            assert!(!c.is_package_state(p.as_bytes()), "{p}");
+        }
     }
 
     #[test]

@@ -353,7 +353,8 @@ impl LazyLayer {
         };
         let toc: TocJson = serde_json::from_slice(&json)
             .map_err(|e| self.error(TocProblem::BadToc(format!("JSON: {e}"))))?;
-        let (mut entries, captures) = read_entries(self, footer, &toc.entries, limits)?;
+        let (mut entries, captures, captures_skipped) =
+            read_entries(self, footer, &toc.entries, limits)?;
         if self.format == LazyFormat::Estargz {
             // The TOC's own tar entry, last in the stream, is a regular file to a full read.
             entries.push((
@@ -376,12 +377,14 @@ impl LazyLayer {
             ),
             _ => None,
         };
+        let mut index = LayerIndex::from_entries(
+            entries
+                .iter()
+                .map(|(p, l, k, s)| (p.as_slice(), l.as_slice(), *k, *s)),
+        );
+        index.captures_skipped = captures_skipped;
         Ok(LazyIndex {
-            index: LayerIndex::from_entries(
-                entries
-                    .iter()
-                    .map(|(p, l, k, s)| (p.as_slice(), l.as_slice(), *k, *s)),
-            ),
+            index,
             captures,
             uncompressed_bytes: self.uncompressed_size,
             fetched_bytes: footer.tail_bytes + footer.toc.len,
@@ -817,7 +820,7 @@ fn read_entries(
     footer: &Footer,
     toc: &[TocEntry],
     limits: &LayerLimits,
-) -> Result<(Vec<OwnedEntry>, Vec<CaptureRequest>), TocError> {
+) -> Result<(Vec<OwnedEntry>, Vec<CaptureRequest>, u32), TocError> {
     let bad = |name: &str, why: String| {
         layer.error(TocProblem::BadEntry {
             name: name.to_string(),
@@ -825,7 +828,10 @@ fn read_entries(
         })
     };
     let mut entries: Vec<OwnedEntry> = Vec::new();
-    let mut captures: Vec<CaptureRequest> = Vec::new();
+    let mut captures: Vec<Option<CaptureRequest>> = Vec::new();
+    let mut capture_at: std::collections::HashMap<Vec<u8>, usize> =
+        std::collections::HashMap::new();
+    let mut capture = layer::CapturePolicy::default();
     let mut total_size = 0u64;
     // Compressed offsets where data starts, sorted: eStargz ranges end at the next one.
     let mut starts: Vec<u64> = toc.iter().map(|e| e.offset).filter(|&o| o > 0).collect();
@@ -890,15 +896,18 @@ fn read_entries(
             .ok_or_else(|| bad(&e.name, "file sizes exceed the layer size limit".into()))?;
 
         let id = entries.len() as u32;
-        if kind == EntryKind::File && layer::is_captured(&path_buf, size) {
+        if kind == EntryKind::File && capture.take(&path_buf, size) {
             let chunks = capture_chunks(layer, &starts, toc_start, toc, i)
                 .map_err(|why| bad(&e.name, why))?;
             let digest = (!e.digest.is_empty())
                 .then(|| Digest::parse(&e.digest))
                 .transpose()
                 .map_err(|err| bad(&e.name, err.to_string()))?;
-            captures.retain(|c| c.path != path_buf);
-            captures.push(CaptureRequest {
+            // A later entry of the same path replaces the earlier one (and goes last).
+            if let Some(i) = capture_at.insert(path_buf.clone(), captures.len()) {
+                captures[i] = None;
+            }
+            captures.push(Some(CaptureRequest {
                 entry: id,
                 path: path_buf.clone(),
                 size,
@@ -906,11 +915,12 @@ fn read_entries(
                 digest,
                 format: layer.format,
                 layer: layer.digest.clone(),
-            });
+            }));
         }
         entries.push((path_buf, link, kind, size));
     }
-    Ok((entries, captures))
+    let captures = captures.into_iter().flatten().collect();
+    Ok((entries, captures, capture.skipped))
 }
 
 /// The compressed ranges of the regular file at `toc[i]` and its `chunk` entries.

@@ -46,6 +46,8 @@ pub struct Context {
     pub images: Images,
     pub slots: AnalysisSlots,
     pub written: WrittenStatuses,
+    /// What each workload runs, for the fleet view (`fleet`).
+    pub fleet: super::fleet::FleetState,
     /// Checked right before every write: with election, valid only while this replica leads.
     pub leadership: super::leader::Leadership,
 }
@@ -76,6 +78,7 @@ impl Context {
             images: Images::new(config.layer_cache_bytes, config.retry),
             slots: AnalysisSlots::new(config.concurrency, config.per_registry),
             written: WrittenStatuses::default(),
+            fleet: Default::default(),
             leadership: Default::default(),
             config,
         };

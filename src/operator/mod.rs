@@ -25,7 +25,9 @@ pub mod access;
 pub mod analyze;
 pub mod context;
 pub mod failures;
+pub mod fleet;
 pub mod gone;
+pub mod growth;
 pub mod images;
 pub mod index;
 pub mod leader;
@@ -94,6 +96,11 @@ pub struct Config {
     pub retry: Duration,
     /// Bytes of layer indexes kept for images that share layers.
     pub layer_cache_bytes: usize,
+    /// When the fleet view is computed, and how long an unused image keeps its cluster report.
+    pub fleet: fleet::FleetConfig,
+    /// A container's pull size growing by more than this share (0.1 = 10%) when its image
+    /// changes makes an `ImageGrew` Event (see `growth`).
+    pub growth_threshold: f64,
 }
 
 /// Why the operator stopped.
@@ -179,6 +186,7 @@ async fn operate(
     tracing::info!("watching pods");
     tasks.spawn(gone::follow_report_deletions(ctx.clone(), work.clone()));
     tasks.spawn(reconcile_workloads(ctx.clone(), work));
+    tasks.spawn(fleet::maintain(ctx.clone()));
     tasks.spawn(prune_unused_images(ctx));
     until_stopped(elector, tasks).await
 }

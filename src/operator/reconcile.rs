@@ -16,9 +16,9 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 
 use super::analyze::{self, PullCredentials, Unanalyzed};
 use super::context::{Context, ReportKey, report_key};
-use super::publish;
 use super::status::{self, FailedContainer};
 use super::workload::{Workload, digest_from_image_id};
+use super::{growth, publish};
 use crate::metrics::{ContainerSeries, WorkloadLabels};
 use crate::registry::{Platform, Reference};
 use crate::report::crd::{ContainerReport, ImageReportStatus};
@@ -85,9 +85,19 @@ async fn reconcile_workload(ctx: &Context, w: &Workload) -> Result<Action, kube:
 
     let key = report_key(&w.namespace, &w.kind, &w.uid);
     ctx.images.findings.used_by(key.clone(), outcome.used);
+    ctx.fleet.record(
+        key.clone(),
+        w,
+        outcome
+            .containers
+            .iter()
+            .filter_map(|c| c.findings.as_ref()),
+    );
     let previous = ctx.written.get(&key);
+    let mut containers = outcome.containers;
+    let changes = growth::track(&mut containers, previous.as_ref(), Timestamp::now());
     let status = status::new_status(
-        outcome.containers,
+        containers,
         &outcome.failed,
         previous.as_ref(),
         Timestamp::now(),
@@ -97,6 +107,7 @@ async fn reconcile_workload(ctx: &Context, w: &Workload) -> Result<Action, kube:
     if previous.as_ref() != Some(&status) {
         publish::write_report(ctx, w, &status).await?;
         publish::publish_event(ctx, w, &status, &outcome.failed).await;
+        growth::publish(ctx, w, &changes).await;
         ctx.written.insert(key, status);
     }
 
@@ -171,6 +182,7 @@ pub fn forget(ctx: &Context, w: &Workload) {
     ctx.metrics.remove_workload(&labels(w));
     ctx.written.remove(&key);
     ctx.images.findings.release(&key);
+    ctx.fleet.forget(&key);
     tracing::info!(namespace = %w.namespace, workload = %w.name, kind = %w.kind, "workload gone; its series are removed");
 }
 
@@ -208,7 +220,9 @@ fn wanted_containers(pod: &Pod, pods: &[Arc<Pod>]) -> Vec<WantedContainer> {
 /// The digest the container `name` (an init container if `init`) runs `image` as, from the first
 /// of `pods` whose kubelet reported one for a container of that name and image: from the
 /// representative Pod or, when it has none yet (just created), from a sibling running the same
-/// image. No registry round trip for the tag.
+/// image. No registry round trip for the tag. A status whose `image` names another image than
+/// the spec (a Pod's image changed in place, the kubelet has not restarted the container yet)
+/// still reports the old image's digest: it is not used.
 fn reported_digest(pods: &[Arc<Pod>], init: bool, name: &str, image: &str) -> Option<String> {
     pods.iter().find_map(|p| {
         let runs_image = containers_of(p, init)
@@ -216,8 +230,31 @@ fn reported_digest(pods: &[Arc<Pod>], init: bool, name: &str, image: &str) -> Op
             .any(|c| c.name == name && c.image.as_deref() == Some(image));
         let status = statuses_of(p, init).iter().find(|s| s.name == name)?;
         let digest = digest_from_image_id(&status.image_id)?;
-        runs_image.then(|| digest.to_string())
+        (runs_image && may_be_the_same_image(image, &status.image)).then(|| digest.to_string())
     })
+}
+
+/// Whether a container status's `image` may be the spec's `image`: false only when both parse
+/// as references and name another registry or repository, another tag (neither pinned by
+/// digest) or another digest. Runtimes write the name normalised (`docker.io/library/nginx:latest`
+/// for `nginx`) or, for some, an image ID: anything that does not parse is given the benefit of
+/// the doubt.
+fn may_be_the_same_image(spec: &str, status: &str) -> bool {
+    // An image ID (`sha256:…`) would parse as the repository `sha256`.
+    if status.is_empty() || status.starts_with("sha256:") {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (spec.parse::<Reference>(), status.parse::<Reference>()) else {
+        return true;
+    };
+    if a.registry() != b.registry() || a.repository() != b.repository() {
+        return false;
+    }
+    match (a.digest(), b.digest()) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => a.tag() == b.tag(),
+        _ => true,
+    }
 }
 
 fn containers_of(pod: &Pod, init: bool) -> &[Container] {
@@ -276,6 +313,7 @@ async fn analyze_containers(
             findings: None,
             error: None,
             reason: None,
+            previous: None,
         };
         match result {
             Ok(analyzed) => {
@@ -311,6 +349,10 @@ fn container_series<'a>(
                 container: &c.name,
                 image: &c.image,
                 analysis: &findings.analysis,
+                pull_growth_bytes: report
+                    .previous
+                    .as_ref()
+                    .map_or(0.0, |p| p.pull_bytes_delta as f64),
             })
         })
         .collect()
@@ -449,6 +491,49 @@ mod tests {
         let future = pod("2026-11-28T10:05:00Z", None);
         assert_eq!(unscheduled_wait(&future, now), Some(SCHEDULING_GRACE));
         assert!(scheduled(&pod("2026-11-28T10:00:07Z", Some("node-a"))));
+    }
+
+    #[test]
+    fn a_status_of_another_image_gives_no_digest() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let running = |spec: &str, status: &str| -> Arc<Pod> {
+            Arc::new(
+                serde_json::from_value(json!({
+                    "metadata": {"name": "p"},
+                    "spec": {"containers": [{"name": "app", "image": spec}]},
+                    "status": {"containerStatuses": [{"name": "app", "image": status,
+                        "imageID": format!("docker.io/library/app@{d}"), "ready": true,
+                        "restartCount": 0}]}
+                }))
+                .unwrap(),
+            )
+        };
+        let digest = |spec: &str, status: &str| {
+            reported_digest(&[running(spec, status)], false, "app", spec)
+        };
+        // The same image, however the runtime writes its name.
+        for (spec, status) in [
+            ("app:1", "app:1"),
+            ("app:1", "docker.io/library/app:1"),
+            ("app", "docker.io/library/app:latest"),
+            ("app:1", ""),
+            ("app:1", "sha256:0123456789abcdef"),
+            (&format!("app@{d}"), "docker.io/library/app:1"),
+        ] {
+            assert_eq!(
+                digest(spec, status),
+                Some(d.to_string()),
+                "{spec} / {status}"
+            );
+        }
+        // The spec changed in place; the container still runs the old image.
+        for (spec, status) in [
+            ("app:2", "app:1"),
+            ("other:1", "app:1"),
+            ("registry.example/app:1", "app:1"),
+        ] {
+            assert_eq!(digest(spec, status), None, "{spec} / {status}");
+        }
     }
 
     #[test]

@@ -127,6 +127,7 @@ mod tests {
             findings: Some(findings),
             error: None,
             reason: None,
+            previous: None,
         }
     }
 
@@ -148,6 +149,7 @@ mod tests {
             findings: None,
             error: Some(f.failure.message.clone()),
             reason: Some(f.failure.reason.clone()),
+            previous: None,
         }
     }
 

@@ -130,9 +130,11 @@ where
             uid: pod_uid,
         });
     };
-    let (group, next_kind) = match (owner.kind.as_str(), owner.api_version.as_str()) {
-        ("ReplicaSet", "apps/v1") => ("apps/v1", "Deployment"),
-        ("Job", "batch/v1") => ("batch/v1", "CronJob"),
+    // By group and kind, whatever the version: a Job made by a `batch/v1beta1` CronJob (every
+    // cluster before 1.21) belongs to its CronJob as much as one made by a `batch/v1` CronJob.
+    let (group, next_kind) = match (group_of(&owner.api_version), owner.kind.as_str()) {
+        ("apps", "ReplicaSet") => ("apps", "Deployment"),
+        ("batch", "Job") => ("batch", "CronJob"),
         _ => return Ok(from(owner)),
     };
     let Some(owners) = owners_of(&owner.kind, &namespace, &owner.name) else {
@@ -142,9 +144,14 @@ where
         });
     };
     match controller_of(Some(&owners)) {
-        Some(up) if up.kind == next_kind && up.api_version == group => Ok(from(up)),
+        Some(up) if up.kind == next_kind && group_of(&up.api_version) == group => Ok(from(up)),
         _ => Ok(from(owner)),
     }
+}
+
+/// The API group of an `apiVersion` (`apps/v1` → `apps`; `v1`, the core group → ``).
+pub fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(group, _)| group)
 }
 
 /// The digest a running container's image resolved to, from `status.containerStatuses[].imageID`
@@ -214,6 +221,44 @@ mod tests {
         })
         .unwrap();
         assert_eq!((w.kind.as_str(), w.name.as_str()), ("CronJob", "backup"));
+    }
+
+    #[test]
+    fn job_pods_belong_to_their_cronjob_at_any_version_of_the_batch_group() {
+        for version in ["batch/v1beta1", "batch/v2alpha1", "batch/v1"] {
+            let p = pod(vec![owner("batch/v1", "Job", "backup-2890")]);
+            let w = resolve(&p, |_, _, _| {
+                Some(vec![owner(version, "CronJob", "backup")])
+            })
+            .unwrap();
+            assert_eq!(
+                (w.api_version.as_str(), w.kind.as_str(), w.name.as_str()),
+                (version, "CronJob", "backup")
+            );
+            assert_eq!(w.report_name(), "cronjob-backup");
+        }
+        // A CronJob of another group is another kind: the Job is the workload.
+        let p = pod(vec![owner("batch/v1", "Job", "backup-2890")]);
+        let w = resolve(&p, |_, _, _| {
+            Some(vec![owner("example.com/v1", "CronJob", "backup")])
+        })
+        .unwrap();
+        assert_eq!((w.kind.as_str(), w.name.as_str()), ("Job", "backup-2890"));
+        // Nor is a Job of another group followed.
+        let p = pod(vec![owner("example.com/v1", "Job", "j")]);
+        let w = resolve(&p, |_, _, _| panic!("not looked up")).unwrap();
+        assert_eq!(
+            (w.kind.as_str(), w.api_version.as_str()),
+            ("Job", "example.com/v1")
+        );
+    }
+
+    #[test]
+    fn groups_of_api_versions() {
+        assert_eq!(group_of("apps/v1"), "apps");
+        assert_eq!(group_of("batch/v1beta1"), "batch");
+        assert_eq!(group_of("v1"), "");
+        assert_eq!(group_of("example.com/v1"), "example.com");
     }
 
     #[test]

@@ -17,6 +17,8 @@ use oci_client::manifest::{ImageIndexEntry, OciImageIndex};
 use super::ScanErrorKind;
 use super::archive::{Archive, DockerSave};
 use super::pipeline::descriptor_size;
+use super::saved_layer;
+use super::source::LayerBlob;
 use crate::digest::{Digest, VerifyingReader};
 use crate::registry::{MAX_MANIFEST_BYTES, RawManifest};
 
@@ -92,8 +94,28 @@ impl<'a> LocalImage<'a> {
                 .and_then(|a| a.get("org.opencontainers.image.ref.name"))
                 .map(String::as_str)
         }
+        // Then the names podman (`localhost/app:1`) and Docker 25+ (`io.containerd.image.name`)
+        // write, matched whole or by their tag, as `docker save` archives are.
+        fn known_as(e: &ImageIndexEntry, t: &str) -> bool {
+            let tag_of = |n: &str| n.rsplit_once(':').map(|(_, tag)| tag == t).unwrap_or(false);
+            e.annotations
+                .iter()
+                .flat_map(|a| {
+                    [
+                        "org.opencontainers.image.ref.name",
+                        "io.containerd.image.name",
+                    ]
+                    .into_iter()
+                    .filter_map(|k| a.get(k))
+                })
+                .any(|n| n == t || tag_of(n))
+        }
         let entry = match self.tag {
-            Some(t) => index.manifests.iter().find(|e| named(e) == Some(t)),
+            Some(t) => index
+                .manifests
+                .iter()
+                .find(|e| named(e) == Some(t))
+                .or_else(|| index.manifests.iter().find(|e| known_as(e, t))),
             None if index.manifests.len() == 1 => index.manifests.first(),
             None => None,
         };
@@ -138,14 +160,30 @@ impl<'a> LocalImage<'a> {
         self.read(&self.blob_member(digest), Some((digest, size)), size)
     }
 
-    /// A layer blob, verified as it is read.
+    /// A layer blob, verified as it is read. A compressed layer file of a `docker save` archive
+    /// comes decompressed (its digest is a diff ID, checked on the uncompressed bytes).
     pub(super) fn layer_reader(
         &self,
         digest: &Digest,
         size: u64,
-    ) -> Result<Box<dyn Read + Send>, ScanErrorKind> {
-        let member = self.files.open(&self.blob_member(digest))?;
-        Ok(Box::new(VerifyingReader::new(member, digest, Some(size))))
+    ) -> Result<LayerBlob, ScanErrorKind> {
+        let name = self.blob_member(digest);
+        let member = self.files.open(&name)?;
+        let compressed = self
+            .docker_save
+            .as_ref()
+            .and_then(|d| d.compressed.get(&digest.to_string()).copied());
+        Ok(match compressed {
+            Some(compression) => LayerBlob {
+                reader: saved_layer::uncompressed(member, size, &name, compression, digest)
+                    .map_err(|e| ScanErrorKind::Local(format!("{name}: {e}")))?,
+                decompressed: true,
+            },
+            None => LayerBlob {
+                reader: Box::new(VerifyingReader::new(member, digest, Some(size))),
+                decompressed: false,
+            },
+        })
     }
 
     /// Reads a small file of the image whole: at most `max` bytes, verified when `verify`

@@ -26,6 +26,7 @@ mod cache;
 mod layout;
 mod lazy;
 mod pipeline;
+mod saved_layer;
 mod source;
 
 pub use cache::LayerCache;

@@ -22,7 +22,8 @@ use super::source::Opened;
 use super::{ImageSource, Progress, ScanError, ScanErrorKind, ScanOptions, ScannedImage};
 use crate::analysis::toc::LazyLayer;
 use crate::analysis::{
-    self, HistoryEntry, ImageAnalysis, ImageInput, LayerIndex, LayerInput, LayerMediaType,
+    self, Compression, HistoryEntry, ImageAnalysis, ImageInput, LayerIndex, LayerInput,
+    LayerMediaType,
 };
 use crate::digest::Digest;
 use crate::registry::{Platform, RawManifest};
@@ -432,14 +433,19 @@ impl LayerReader<'_> {
                 None => {}
             }
         }
-        let reader = self.opened.layer_reader(&layer.digest, layer.size).await?;
-        let (compression, limits) = (layer.media.compression, self.options.limits);
+        let blob = self.opened.layer_reader(&layer.digest, layer.size).await?;
+        let compression = if blob.decompressed {
+            Compression::Plain
+        } else {
+            layer.media.compression
+        };
+        let limits = self.options.limits;
         // Bytes the analysis read from the source, counted even when the read fails.
         let bytes = Arc::new(AtomicU64::new(0));
         let counter = bytes.clone();
         let index = tokio::task::spawn_blocking(move || {
             let reader = Counting {
-                inner: reader,
+                inner: blob.reader,
                 bytes: &counter,
             };
             analysis::index_layer(reader, compression, &limits)

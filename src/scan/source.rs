@@ -21,7 +21,7 @@ use crate::registry::{
 /// A source made ready to read.
 pub(super) enum Opened<'a> {
     Registry(RegistryImage<'a>),
-    Local(LocalImage<'a>),
+    Local(Box<LocalImage<'a>>),
 }
 
 impl Opened<'_> {
@@ -33,6 +33,15 @@ impl Opened<'_> {
             Opened::Local(_) => "local",
         }
     }
+}
+
+/// A layer's bytes as a source hands them out.
+pub(super) struct LayerBlob {
+    pub reader: Box<dyn Read + Send>,
+    /// The source decompressed the blob itself (a compressed layer file of a `docker save`
+    /// archive, whose digest is the diff ID of the uncompressed tar): the reader yields a plain
+    /// tar, whatever the media type says.
+    pub decompressed: bool,
 }
 
 /// An image in a registry, with the credentials to try.
@@ -56,10 +65,10 @@ impl<'a> Opened<'a> {
                 credentials: credentials.iter().collect(),
             }),
             ImageSource::Layout { dir, tag } => {
-                Opened::Local(LocalImage::directory(dir, tag.as_deref()))
+                Opened::Local(Box::new(LocalImage::directory(dir, tag.as_deref())))
             }
             ImageSource::Archive { file, tag } => {
-                Opened::Local(LocalImage::archive(file, tag.as_deref()).await?)
+                Opened::Local(Box::new(LocalImage::archive(file, tag.as_deref()).await?))
             }
         })
     }
@@ -111,11 +120,14 @@ impl<'a> Opened<'a> {
         &self,
         digest: &Digest,
         size: u64,
-    ) -> Result<Box<dyn Read + Send>, ScanErrorKind> {
+    ) -> Result<LayerBlob, ScanErrorKind> {
         match self {
             Opened::Registry(r) => {
                 let stream = r.blob(&digest.to_string(), size).await?;
-                Ok(Box::new(ChannelReader::spawn(stream)))
+                Ok(LayerBlob {
+                    reader: Box::new(ChannelReader::spawn(stream)),
+                    decompressed: false,
+                })
             }
             Opened::Local(local) => local.layer_reader(digest, size),
         }

@@ -202,13 +202,26 @@ impl Cluster {
     /// As the scheduler and the kubelet: binds `pod` to the Node (unless bound already) and
     /// reports its containers running, each with the image ID given for its name (else none).
     pub async fn run_pod(&self, pod: &Pod, image_ids: &[(&str, &str)]) {
+        self.run_pod_on(pod, &self.node, image_ids).await
+    }
+
+    /// A labelled amd64 Node of this test's own, named after its namespace and `suffix`.
+    #[allow(dead_code)] // tests/fleet.rs
+    pub async fn own_node(&self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.ns);
+        create_node(&self.client, &name, "amd64").await;
+        name
+    }
+
+    /// [`run_pod`](Self::run_pod) on the Node `node`.
+    pub async fn run_pod_on(&self, pod: &Pod, node: &str, image_ids: &[(&str, &str)]) {
         let name = pod.metadata.name.clone().unwrap();
         let spec = pod.spec.clone().unwrap();
         if spec.node_name.is_none() {
             let binding = json!({
                 "apiVersion": "v1", "kind": "Binding",
                 "metadata": {"name": name},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": self.node}
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node}
             });
             let request = http::Request::post(format!(
                 "/api/v1/namespaces/{}/pods/{name}/binding",
@@ -277,6 +290,47 @@ impl Cluster {
             .unwrap();
         let pods = self.api::<Pod>();
         for p in pods.list(&ListParams::default()).await.unwrap().items {
+            let _ = pods
+                .delete(
+                    &p.metadata.name.unwrap(),
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                )
+                .await;
+        }
+    }
+
+    /// Sets a Deployment's replicas.
+    #[allow(dead_code)] // tests/fleet.rs
+    pub async fn scale_deployment(&self, name: &str, replicas: i32) {
+        self.api::<Deployment>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Deletes a Deployment and its Pods (label `app=NAME`) with grace period 0, leaving the
+    /// namespace's other Pods alone.
+    #[allow(dead_code)] // tests/fleet.rs
+    pub async fn delete_deployment_only(&self, name: &str) {
+        self.api::<Deployment>()
+            .delete(name, &DeleteParams::background())
+            .await
+            .unwrap();
+        let pods = self.api::<Pod>();
+        let selector = format!("app={name}");
+        for p in pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+        {
             let _ = pods
                 .delete(
                     &p.metadata.name.unwrap(),
@@ -387,24 +441,34 @@ impl Cluster {
 
 async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition =
-        serde_yaml::from_str(&imagebloat::report::crd::crd_yaml()).unwrap();
-    crds.patch(
-        "imagereports.imagebloat.dev",
-        &PatchParams::apply("imagebloat-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply CRD");
-    wait_for("CRD established", Duration::from_secs(30), || async {
-        let c = crds.get("imagereports.imagebloat.dev").await.ok()?;
-        c.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await;
+    for (name, yaml) in [
+        (
+            "imagereports.imagebloat.dev",
+            imagebloat::report::crd::crd_yaml(),
+        ),
+        (
+            "clusterimagereports.imagebloat.dev",
+            imagebloat::report::cluster::cluster_crd_yaml(),
+        ),
+    ] {
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
+        crds.patch(
+            name,
+            &PatchParams::apply("imagebloat-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+        wait_for("CRD established", Duration::from_secs(30), || async {
+            let c = crds.get(name).await.ok()?;
+            c.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+    }
 }
 
 /// A labelled namespace `PREFIX-N`, ready for Pods.
@@ -667,8 +731,12 @@ impl Operator {
 /// The value of one series in a scrape, matched by all the given label pairs.
 pub fn series(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-        let (label_text, value) = rest.split_once("} ")?;
+        let rest = line.strip_prefix(name)?;
+        // A series without labels is `NAME VALUE`.
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(rest) => rest.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
         labels
             .iter()
             .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
@@ -749,15 +817,28 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn scraping(target: &str) -> Self {
+        Self::start(target, None)
+    }
+
+    /// [`scraping`](Self::scraping), evaluating the alerting rules of `rules` (a Prometheus rules
+    /// file) every second.
+    #[allow(dead_code)] // tests/operator_lifecycle.rs
+    pub fn scraping_with_rules(target: &str, rules: &str) -> Self {
+        Self::start(target, Some(rules))
+    }
+
+    fn start(target: &str, rules: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: imagebloat\n    honor_labels: true\n    static_configs: [{{targets: ['{target}']}}]\n"
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: imagebloat\n    honor_labels: true\n    static_configs: [{{targets: ['{target}']}}]\n"
+        );
+        if let Some(rules) = rules {
+            let file = dir.path().join("rules.yaml");
+            std::fs::write(&file, rules).unwrap();
+            text.push_str(&format!("rule_files: ['{}']\n", file.display()));
+        }
+        std::fs::write(&config, text).unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))

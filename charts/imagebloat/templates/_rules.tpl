@@ -93,6 +93,37 @@ groups:
           runbook_url: {{ $r.runbookUrl }}#imagebloatlowefficiency
       {{- end }}
       {{- end }}
+      {{- with $a.imageGrew }}
+      {{- if .enabled }}
+      - alert: ImageBloatImageGrew
+        expr: |
+          (
+            max by ({{ $by }}) (imagebloat_image_pull_growth_bytes)
+            /
+            (
+              max by ({{ $by }}) (imagebloat_image_pull_bytes)
+              -
+              max by ({{ $by }}) (imagebloat_image_pull_growth_bytes)
+            )
+          ) > {{ .growthRatio }}
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+          {{- with $extra }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: A container's new image is much larger to pull than the one it replaced.
+          description: >-
+            {{ $workload }} runs an image that is {{ `{{ $value | humanizePercentage }}` }} larger to
+            pull than the image it ran before (threshold {{ include "imagebloat.percent" .growthRatio }}): every node that
+            starts it downloads that much more. The ImageGrew Event on the workload and the
+            container's previous entry in its ImageReport (kubectl get imagereport -n
+            {{ `{{ $labels.namespace }}` }} {{ `{{ $labels.workload_kind | toLower }}-{{ $labels.workload }}` }} -o yaml)
+            give both images' figures; the report's recommendations say what to cut.
+          runbook_url: {{ $r.runbookUrl }}#imagebloatimagegrew
+      {{- end }}
+      {{- end }}
   - name: imagebloat-operator
     rules:
       {{- with $a.analysesFailing }}
