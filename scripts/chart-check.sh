@@ -88,18 +88,20 @@ if [ ! -d "$PO_MODELS_DIR/node_modules/@kubernetes-models/prometheus-operator" ]
     npm install --silent --no-audit --no-fund "@kubernetes-models/prometheus-operator@$PO_MODELS_VERSION" >/dev/null) ||
     die "npm install @kubernetes-models/prometheus-operator failed"
 fi
-BINARY=""
-for b in "${IMAGEBLOAT_BIN:-}" target/release/imagebloat target/debug/imagebloat; do
-  if [ -n "$b" ] && [ -x "$b" ]; then
-    BINARY="$b"
-    break
-  fi
-done
+# The chart's flags are checked against `imagebloat run --help` of the code being checked: the
+# binary IMAGEBLOAT_BIN names, else a debug build of this tree (never a leftover release build,
+# which may be older than the code).
+BINARY="${IMAGEBLOAT_BIN:-}"
+if [ -z "$BINARY" ]; then
+  cargo build --quiet --bin imagebloat || die "cargo build --bin imagebloat failed"
+  BINARY=target/debug/imagebloat
+fi
+[ -x "$BINARY" ] || die "no imagebloat binary at $BINARY"
 echo "helm:       $HELM ($("$HELM" version --short))"
 echo "promtool:   $(promtool --version 2>&1 | head -n 1)"
 echo "kubernetes-validate: $(kubernetes-validate --version) (schemas for ${K8S_VERSIONS[*]})"
 echo "node:       $(node --version), @kubernetes-models/prometheus-operator $PO_MODELS_VERSION"
-echo "imagebloat: ${BINARY:-none built: flags are not checked against \`imagebloat run --help\`}"
+echo "imagebloat: $BINARY"
 
 # --- 1. generated files -------------------------------------------------------------------------
 phase "1. generated files are current"
