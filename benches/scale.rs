@@ -1954,6 +1954,19 @@ impl Figures<'_> {
                 wpw <= 1.0 + 1e-9,
             );
         }
+        // The fleet view: one cluster report per distinct image, written when its content
+        // changes, never per Pod event.
+        let cluster_writes = sum(m, "imagebloat_cluster_reports_written_total").unwrap_or(0.0);
+        let computations = sum(m, "imagebloat_fleet_computations_total").unwrap_or(0.0);
+        table.target(
+            "cluster report writes (metric)",
+            format!(
+                "{} for {} images, {n_pods} Pods ({} fleet computations)",
+                cluster_writes as u64, args.images, computations as u64
+            ),
+            "<= 2 per image",
+            cluster_writes <= 2.0 * args.images as f64,
+        );
         let api = format!(
             "{:.2} ({} for imagereports, all clients)",
             api_writes / wf,

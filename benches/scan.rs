@@ -19,7 +19,8 @@
 //!     `IMAGEBLOAT_TEST_LAZY_LAYOUT` or the cache), pushed with its digests kept, scanned from the
 //!     registry on the table-of-contents path and with `--no-lazy`: layer bytes fetched (the
 //!     scan's `downloadedBytes`) and wall time of each. Targets: < 2% of the layer bytes fetched,
-//!     >= 20x faster.
+//!     at least 20x faster. The same again through the fault proxy (`IMAGEBLOAT_TEST_FAULT_PROXY`)
+//!     emulating two links (`LAZY_LINKS`): on loopback a download costs almost nothing.
 //!
 //! Each measurement is the median of `IMAGEBLOAT_BENCH_REPEATS` runs (default 3). Targets:
 //! scan / decompress-only (1 thread) <= 1.25, peak RSS <= 100 MiB. This is a benchmark: it
@@ -60,6 +61,12 @@ const RATIO_TARGET: f64 = 1.25;
 /// many times faster than the full read.
 const LAZY_FETCH_TARGET: f64 = 0.02;
 const LAZY_SPEEDUP_TARGET: f64 = 20.0;
+/// Links the lazy bench emulates through the fault proxy (`POST /_link`): label, bytes per
+/// second shared by every response, milliseconds of round trip before each request.
+const LAZY_LINKS: &[(&str, u64, u64)] = &[
+    ("1 Gbit/s, 1 ms round trip", 125_000_000, 1),
+    ("100 Mbit/s, 10 ms round trip", 12_500_000, 10),
+];
 /// The realistic image in each lazy-pull format (tags of scripts/lazy-images.sh's layout).
 const LAZY_TAGS: &[&str] = &[
     "debian-estargz",
@@ -160,9 +167,30 @@ fn main() {
     if wanted("lazy") {
         match &registry {
             Some(host) => {
-                if let Err(e) = lazy_bench(&bin, host, repeats) {
+                let loopback = "from the registry on loopback";
+                if let Err(e) = lazy_bench(&bin, host, host, loopback, repeats) {
                     eprintln!("bench scan: lazy: {e}");
                     failed = true;
+                }
+                // The same through the fault proxy emulating real links: on loopback a
+                // download costs almost nothing, which is not what a node pulling from a
+                // registry sees.
+                match std::env::var("IMAGEBLOAT_TEST_FAULT_PROXY") {
+                    Ok(proxy) => {
+                        for &(label, rate, latency_ms) in LAZY_LINKS {
+                            let title = format!("through an emulated link of {label}");
+                            let run = set_link(&proxy, rate, latency_ms)
+                                .and_then(|()| lazy_bench(&bin, host, &proxy, &title, repeats));
+                            let reset = set_link(&proxy, 0, 0);
+                            if let Err(e) = run.and(reset) {
+                                eprintln!("bench scan: lazy ({label}): {e}");
+                                failed = true;
+                            }
+                        }
+                    }
+                    Err(_) => println!(
+                        "\nlazy over emulated links: SKIPPED: no IMAGEBLOAT_TEST_FAULT_PROXY"
+                    ),
                 }
             }
             None => println!(
@@ -481,9 +509,16 @@ fn lazy_layout() -> PathBuf {
         .unwrap_or_else(|| cache_home().join("imagebloat-testenv/lazy-v2"))
 }
 
-/// The realistic image in each lazy-pull format, from the registry: the table-of-contents path
-/// against `--no-lazy`.
-fn lazy_bench(bin: &Path, host: &str, repeats: usize) -> Result<(), String> {
+/// The realistic image in each lazy-pull format, pushed to the registry `host` and scanned from
+/// `scan_host` (the registry itself, or the fault proxy in front of it): the table-of-contents
+/// path against `--no-lazy`.
+fn lazy_bench(
+    bin: &Path,
+    host: &str,
+    scan_host: &str,
+    title: &str,
+    repeats: usize,
+) -> Result<(), String> {
     let layout = lazy_layout();
     if !layout.join("index.json").is_file() {
         println!(
@@ -493,7 +528,7 @@ fn lazy_bench(bin: &Path, host: &str, repeats: usize) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "\nTable-of-contents path vs full read (--no-lazy), from the registry. Targets: fetched < {:.0}% \
+        "\nTable-of-contents path vs full read (--no-lazy), {title}. Targets: fetched < {:.0}% \
          of the layer bytes, >= {LAZY_SPEEDUP_TARGET:.0}x faster. Times are medians in seconds.",
         LAZY_FETCH_TARGET * 100.0
     );
@@ -516,12 +551,12 @@ fn lazy_bench(bin: &Path, host: &str, repeats: usize) -> Result<(), String> {
         .collect(),
     ];
     for tag in LAZY_TAGS {
-        let reference = format!("{host}/bench/lazy:{tag}");
-        push(&layout, tag, &reference)?;
+        push(&layout, tag, &format!("{host}/bench/lazy:{tag}"))?;
+        let reference = format!("{scan_host}/bench/lazy:{tag}");
         let lazy_args = [
             "scan",
             "--insecure-registry",
-            host,
+            scan_host,
             &reference,
             "--output",
             "json",
@@ -584,6 +619,34 @@ fn lazy_bench(bin: &Path, host: &str, repeats: usize) -> Result<(), String> {
     }
     print_table(&rows);
     Ok(())
+}
+
+/// Sets the fault proxy's emulated link (`POST /_link`; 0 and 0: no limit).
+fn set_link(proxy: &str, bytes_per_second: u64, latency_ms: u64) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let body = format!(r#"{{"bytesPerSecond": {bytes_per_second}, "latencyMs": {latency_ms}}}"#);
+    let request = format!(
+        "POST /_link HTTP/1.1\r\nHost: {proxy}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(proxy)
+        .map_err(|e| format!("cannot reach the fault proxy {proxy}: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("fault proxy {proxy}: {e}"))?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| format!("fault proxy {proxy}: {e}"))?;
+    if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "fault proxy {proxy} refused the link: {}",
+            answer.lines().next().unwrap_or_default()
+        ))
+    }
 }
 
 fn rss_list(kib: &[u64]) -> String {

@@ -42,7 +42,13 @@ Control API on the same port (paths a registry never serves):
       corrupt and truncate only fire on responses that have a body (not HEAD, not empty), so a HEAD
       before a GET does not use them up. Faults are checked in the order they were armed; the first
       live one that matches fires. The response is the armed fault as JSON with an "id".
-  POST /_fault/reset  clears every fault and the request log.
+  POST /_link         emulate a network link for every proxied request until reset; JSON body:
+      {"bytesPerSecond": 12500000, "latencyMs": 10}
+          response bodies share one link of that bandwidth (first come, first served), and each
+          request waits `latencyMs` (one round trip) before it is forwarded. null or 0: no limit.
+          Benchmarks use it to compare what a scan costs over a real link, not only on loopback.
+  GET  /_link         the link in effect.
+  POST /_fault/reset  clears every fault, the link and the request log.
   GET  /_fault/log    JSON list of {"t", "method", "path", "status", "fault"} for every proxied or
                       faulted request, in order ("fault" is null or the mode that fired:
                       "status", "corrupt", "truncate", "no-range").
@@ -95,6 +101,9 @@ class State:
         self.faults = []
         self.log = []
         self.next_id = 1
+        self.link = {"bytesPerSecond": None, "latencyMs": 0}
+        # When the emulated link is next free (time.monotonic()).
+        self.link_free_at = 0.0
 
     def arm(self, spec):
         mode = spec.get("mode", "status")
@@ -129,6 +138,40 @@ class State:
         with self.lock:
             self.faults = []
             self.log = []
+            self.link = {"bytesPerSecond": None, "latencyMs": 0}
+
+    def set_link(self, spec):
+        rate = spec.get("bytesPerSecond")
+        latency = spec.get("latencyMs") or 0
+        link = {
+            "bytesPerSecond": None if not rate else float(rate),
+            "latencyMs": float(latency),
+        }
+        if (link["bytesPerSecond"] or 1) <= 0 or link["latencyMs"] < 0:
+            raise ValueError("bytesPerSecond and latencyMs must not be negative")
+        with self.lock:
+            self.link = link
+        return link
+
+    def latency(self):
+        """Sleeps one round trip of the emulated link."""
+        with self.lock:
+            latency = self.link["latencyMs"]
+        if latency:
+            time.sleep(latency / 1000.0)
+
+    def transmit(self, n):
+        """Sleeps until `n` bytes have crossed the emulated link, shared by every response."""
+        with self.lock:
+            rate = self.link["bytesPerSecond"]
+            if not rate:
+                return
+            # Up to 20 ms behind is caught up (sleeps overshoot; the link itself never idles).
+            start = max(time.monotonic() - 0.02, self.link_free_at)
+            self.link_free_at = done = start + n / rate
+        delay = done - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
 
     def take(self, method, path, modes):
         """Use up one shot of the first live fault of one of `modes` matching this request."""
@@ -201,7 +244,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def dispatch(self):
         path_only = urllib.parse.urlsplit(self.path).path
-        if path_only == "/_fault" or path_only.startswith("/_fault/"):
+        if path_only in ("/_fault", "/_link") or path_only.startswith("/_fault/"):
             self.control(path_only)
         else:
             self.proxy()
@@ -271,6 +314,20 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 self.send_json(400, {"error": str(err)})
                 return
             self.send_json(200, fault)
+        elif self.command == "POST" and path == "/_link":
+            try:
+                spec = json.loads(body or b"{}")
+                if not isinstance(spec, dict):
+                    raise ValueError("the link must be a JSON object")
+                link = self.state.set_link(spec)
+            except (ValueError, TypeError) as err:
+                self.send_json(400, {"error": str(err)})
+                return
+            self.send_json(200, link)
+        elif self.command == "GET" and path == "/_link":
+            with self.state.lock:
+                link = dict(self.state.link)
+            self.send_json(200, link)
         elif self.command == "POST" and path == "/_fault/reset":
             self.state.reset()
             self.send_json(200, {"reset": True})
@@ -309,6 +366,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.state.record(method, self.path, status, "status")
             return
 
+        self.state.latency()
         strip_range = self.headers.get("Range") is not None and (
             self.state.take(method, self.path, ("no-range",)) is not None
         )
@@ -444,16 +502,17 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    @staticmethod
-    def iter_body(response, body):
+    def iter_body(self, response, body):
         if body is not None:
             for start in range(0, len(body), CHUNK):
+                self.state.transmit(len(body[start : start + CHUNK]))
                 yield body[start : start + CHUNK]
             return
         while True:
             piece = response.read(CHUNK)
             if not piece:
                 return
+            self.state.transmit(len(piece))
             yield piece
 
     def send_corrupted(self, source, length):

@@ -3,6 +3,7 @@
 //! writes nothing that is already reported.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::Client;
 use kube::api::{Api, ListParams};
@@ -15,9 +16,28 @@ use crate::registry::{Platform, Reference};
 use crate::report::ImageFindings;
 use crate::report::crd::ImageReport;
 
-/// Seeds the caches from every existing report in the watched namespaces.
+/// The first wait after the API server could not be reached at start; doubled up to
+/// [`SEED_RETRY_MAX`].
+const SEED_RETRY_FIRST: Duration = Duration::from_millis(500);
+const SEED_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Seeds the caches from every existing report in the watched namespaces. An API server that
+/// cannot be reached or answers 429/5xx (restarting, overloaded) is waited for, with backoff,
+/// while the operator is not ready: a start that races a control-plane restart must not end the
+/// process. Any other answer (403: RBAC; 404: no CRD) stops it with that error.
 pub async fn seed_from_reports(ctx: &Context) -> Result<(), OperatorError> {
-    let reports = list_reports(&ctx.client, &ctx.config.namespaces).await?;
+    let mut wait = SEED_RETRY_FIRST;
+    let reports = loop {
+        match list_reports(&ctx.client, &ctx.config.namespaces).await {
+            Ok(reports) => break reports,
+            Err(e) if transient(&e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot read existing reports yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(SEED_RETRY_MAX);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let mut seeded = 0;
     for report in &reports {
         let Some(status) = &report.status else {
@@ -78,6 +98,15 @@ fn remember_findings(ctx: &Context, f: &ImageFindings) -> usize {
 const LIST_PAGE: u32 = 500;
 
 /// The existing reports in `namespaces` (all namespaces when empty), listed page by page.
+/// Errors worth waiting out: no connection, or the API server asking to come back later.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::Service(_) | kube::Error::HyperError(_) => true,
+        _ => false,
+    }
+}
+
 pub async fn list_reports(
     client: &Client,
     namespaces: &[String],
@@ -101,6 +130,29 @@ async fn list_pages(api: &Api<ImageReport>) -> Result<Vec<ImageReport>, kube::Er
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
             _ => return Ok(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient;
+
+    fn status(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("an answer", "Reason")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn only_an_overloaded_or_restarting_api_server_is_waited_for_at_start() {
+        for code in [429, 500, 503, 504] {
+            assert!(transient(&status(code)), "{code}");
+        }
+        for code in [401, 403, 404, 410] {
+            assert!(!transient(&status(code)), "{code}");
         }
     }
 }

@@ -126,13 +126,19 @@ async fn read(
             .map_err(|e| e.to_string())?;
         lazy.uncompressed_bytes = Some(size);
     }
+    // Every captured file's ranges in one go (batched, coalesced), then each file decoded from
+    // its own slices.
+    let ranges: Vec<(u64, u64)> = lazy
+        .captures
+        .iter()
+        .flat_map(|c| c.ranges())
+        .map(|r| (r.offset, r.len))
+        .collect();
+    let mut fetched = fetcher.get_many(&ranges).await?.into_iter();
     let mut captured = Vec::with_capacity(lazy.captures.len());
     for capture in &lazy.captures {
-        let mut ranges = Vec::with_capacity(capture.chunks.len());
-        for range in capture.ranges() {
-            ranges.push(fetcher.get(range).await?);
-        }
-        let slices: Vec<&[u8]> = ranges.iter().map(|b| b.as_ref()).collect();
+        let parts: Vec<Bytes> = fetched.by_ref().take(capture.ranges().count()).collect();
+        let slices: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
         captured.push(capture.decode(&slices).map_err(|e| e.to_string())?);
     }
     Ok(lazy.finish(captured, layer.size))
@@ -162,8 +168,28 @@ impl Fetcher<'_, '_> {
         }
     }
 
-    /// Many ranges, a batch per request (a lone range as a plain one), a few requests at once.
+    /// Many ranges (any order, overlaps allowed), each answered with its own bytes: ranges
+    /// closer than a multipart part's framing are fetched as one (which costs fewer bytes than
+    /// two parts), the rest in batches per request (a lone range as a plain one), a few
+    /// requests at once.
     async fn get_many(&mut self, ranges: &[(u64, u64)]) -> Result<Vec<Bytes>, String> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (merged, within) = coalesce(ranges, PART_FRAMING_BYTES);
+        let fetched = self.get_batched(&merged).await?;
+        Ok(within
+            .iter()
+            .zip(ranges)
+            .map(|(&(i, start), &(_, len))| {
+                let start = start as usize;
+                fetched[i].slice(start..start + len as usize)
+            })
+            .collect())
+    }
+
+    /// Ranges in batches per request (a lone range as a plain one), a few requests at once.
+    async fn get_batched(&mut self, ranges: &[(u64, u64)]) -> Result<Vec<Bytes>, String> {
         let mut batches = Vec::new();
         let mut rest = ranges;
         while !rest.is_empty() {
@@ -226,6 +252,64 @@ impl Fetcher<'_, '_> {
     }
 }
 
+/// Merges ranges (offset, length) whose gap is at most `gap` bytes (overlapping ones too) into
+/// ranges sorted by offset; for each input range, the merged range holding it and where it
+/// starts there.
+/// A range of a blob: offset and length.
+type Span = (u64, u64);
+
+fn coalesce(ranges: &[Span], gap: u64) -> (Vec<Span>, Vec<(usize, u64)>) {
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by_key(|&i| ranges[i]);
+    let mut merged: Vec<Span> = Vec::new();
+    let mut within = vec![(0, 0); ranges.len()];
+    for i in order {
+        let (offset, len) = ranges[i];
+        let last = merged.len().wrapping_sub(1);
+        let end = offset.saturating_add(len);
+        match merged.last_mut() {
+            Some((start, merged_len))
+                if offset <= start.saturating_add(*merged_len).saturating_add(gap) =>
+            {
+                *merged_len = (*merged_len).max(end - *start);
+                within[i] = (last, offset - *start);
+            }
+            _ => {
+                merged.push((offset, len));
+                within[i] = (merged.len() - 1, 0);
+            }
+        }
+    }
+    (merged, within)
+}
+
 fn ignored(status: u16) -> String {
     format!("the registry does not serve ranges (HTTP {status} to a Range request)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+
+    #[test]
+    fn ranges_closer_than_the_gap_are_fetched_as_one_and_each_keeps_its_place() {
+        // Out of order, one overlapping, one touching, one inside another, one far away.
+        let ranges = [
+            (1_000, 10),
+            (0, 100),
+            (150, 50),
+            (100, 10),
+            (160, 5),
+            (90, 20),
+        ];
+        let (merged, within) = coalesce(&ranges, 50);
+        assert_eq!(merged, [(0, 200), (1_000, 10)]);
+        assert_eq!(
+            within,
+            [(1, 0), (0, 0), (0, 150), (0, 100), (0, 160), (0, 90)]
+        );
+        // No gap allowed: only overlapping or touching ranges merge.
+        let (merged, _) = coalesce(&[(0, 10), (10, 10), (21, 1)], 0);
+        assert_eq!(merged, [(0, 20), (21, 1)]);
+    }
 }
