@@ -47,6 +47,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use prometheus_parse::{Sample, Scrape, Value as MetricValue};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -619,21 +620,24 @@ async fn prepare_cluster(
     if !out.status.success() {
         return Err(format!("{} crd failed: {}", operator.display(), out.status).into());
     }
-    let crd: CustomResourceDefinition = serde_yaml::from_slice(&out.stdout)?;
+    // Every CRD it prints (ImageReport, ClusterImageReport), one YAML document each.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("imagebloat-scale-bench").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await
-    .map_err(|_| format!("CRD {name} not Established within 60s"))??;
+    for document in serde_yaml::Deserializer::from_slice(&out.stdout) {
+        let crd = CustomResourceDefinition::deserialize(document)?;
+        let name = crd.name_any();
+        crds.patch(
+            &name,
+            &PatchParams::apply("imagebloat-scale-bench").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .map_err(|_| format!("CRD {name} not Established within 60s"))??;
+    }
 
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
     Api::<Namespace>::all(client.clone())
@@ -1954,18 +1958,29 @@ impl Figures<'_> {
                 wpw <= 1.0 + 1e-9,
             );
         }
-        // The fleet view: one cluster report per distinct image, written when its content
-        // changes, never per Pod event.
+        // The fleet view: one cluster report per distinct image, computed once the workloads
+        // are quiet for the fleet interval (10 s) or at the latest every five intervals under
+        // churn, and written only when its content changed. So writes are bounded by the images
+        // and the run's duration, never by Pod events: at most one write per image per
+        // computation, at most one computation per 50 s of churn (plus the last one).
         let cluster_writes = sum(m, "imagebloat_cluster_reports_written_total").unwrap_or(0.0);
         let computations = sum(m, "imagebloat_fleet_computations_total").unwrap_or(0.0);
+        let run_secs = since_t0(Instant::now());
+        let max_computations = (run_secs / 50.0).ceil() + 1.0;
         table.target(
             "cluster report writes (metric)",
             format!(
-                "{} for {} images, {n_pods} Pods ({} fleet computations)",
+                "{} for {} images and {n_pods} Pods ({} fleet computations in {run_secs:.0} s)",
                 cluster_writes as u64, args.images, computations as u64
             ),
-            "<= 2 per image",
-            cluster_writes <= 2.0 * args.images as f64,
+            "<= images x computations",
+            cluster_writes <= args.images as f64 * computations,
+        );
+        table.target(
+            "fleet computations (metric)",
+            format!("{}", computations as u64),
+            &format!("<= {max_computations:.0} (1 per 50 s)"),
+            computations <= max_computations,
         );
         let api = format!(
             "{:.2} ({} for imagereports, all clients)",

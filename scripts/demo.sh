@@ -66,7 +66,8 @@ NS=imagebloat-demo
 
 phase "operator: imagebloat run"
 "$BIN" crd | "$K" apply -f - >/dev/null
-"$K" wait --for=condition=Established crd/imagereports.imagebloat.dev --timeout=60s >/dev/null
+"$K" wait --for=condition=Established crd/imagereports.imagebloat.dev \
+  crd/clusterimagereports.imagebloat.dev --timeout=60s >/dev/null
 "$K" delete namespace "$NS" --wait=true --ignore-not-found >/dev/null 2>&1 || true
 "$K" create namespace "$NS" >/dev/null
 "$K" apply -f - >/dev/null <<NODE
@@ -78,7 +79,7 @@ NODE
 METRICS_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 OPERATOR_LOG="$IMAGEBLOAT_TESTENV_DIR/operator-demo.log"
 IMAGEBLOAT_LOG=info "$BIN" run --namespaces "$NS" --insecure-registry "$REGISTRY" \
-  --metrics-addr "127.0.0.1:$METRICS_PORT" >"$OPERATOR_LOG" 2>&1 &
+  --metrics-addr "127.0.0.1:$METRICS_PORT" --fleet-interval-seconds 1 >"$OPERATOR_LOG" 2>&1 &
 OPERATOR_PID=$!
 trap 'kill "$OPERATOR_PID" 2>/dev/null || true' EXIT
 
@@ -112,6 +113,14 @@ for _ in $(seq 1 240); do
 done
 show "$K" get imagereports -n "$NS"
 show "$K" get imagereports -n "$NS" -o wide
+# The fleet view: one cluster report per distinct image, computed once the workloads are quiet.
+for _ in $(seq 1 60); do
+  cirs="$("$K" get clusterimagereports -o name 2>/dev/null | wc -l)"
+  [ "$cirs" -ge "${#REFS[@]}" ] && break
+  sleep 0.5
+done
+show "$K" get clusterimagereports --sort-by=.status.fleet.reclaimablePullBytes
+show "$BIN" top
 printf '\n$ curl -s http://127.0.0.1:%s/metrics | grep ^imagebloat_image_reclaimable_bytes\n' "$METRICS_PORT"
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep '^imagebloat_image_reclaimable_bytes' || true
 
