@@ -48,24 +48,6 @@ PAIRS=(deleted-later apt-caches build-tools rewritten tree-deleted)
 # shellcheck source=scripts/lib/common.sh
 source "$SCRIPT_DIR/lib/common.sh"
 
-has_mounts_below() {
-  local dir
-  dir="$(realpath -m "$1")"
-  awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { found = 1 } END { exit !found }' /proc/mounts
-}
-
-remove_build_dir() {
-  local dir="$1"
-  [ -d "$dir" ] || return 0
-  if has_mounts_below "$dir"; then
-    log "warning: mounts remain below $dir; leaving it in place"
-    return 0
-  fi
-  # vfs storage holds read-only directories now and then.
-  chmod -R u+w "$dir" 2>/dev/null || true
-  rm -rf "$dir"
-}
-
 WORK=""
 PROC_MOUNT=""
 cleanup() {
@@ -75,14 +57,6 @@ cleanup() {
   fi
   [ -n "$WORK" ] && remove_build_dir "$WORK"
   return 0
-}
-
-chroot_run() {
-  local rootfs="$1"
-  shift
-  chroot "$rootfs" /usr/bin/env -i \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
 }
 
 # The base root filesystem, and the apt lists and .deb files the pairs install, into $WORK/inputs.
@@ -233,16 +207,7 @@ EOF
 }
 
 build() {
-  mkdir -p "$CACHE_ROOT"
-  local stale
-  for stale in "$CACHE_ROOT"/.buildah-pairs-build.*; do
-    [ -d "$stale" ] || continue
-    if [ -n "$(find "$stale" -maxdepth 0 -mmin +60)" ]; then
-      remove_build_dir "$stale"
-    fi
-  done
-
-  WORK="$(mktemp -d "$CACHE_ROOT/.buildah-pairs-build.XXXXXX")"
+  WORK="$(new_build_dir "$CACHE_ROOT" buildah-pairs)"
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   local started=$SECONDS
@@ -310,13 +275,9 @@ main() {
   done
   log "pushed ${#PAIRS[@]} pairs to $prefix"
 
-  grep -v '^export IMAGEBLOAT_TEST_PAIRS' "$env_file" >"$env_file.tmp" || true
-  cat >>"$env_file.tmp" <<EOF
-export IMAGEBLOAT_TEST_PAIRS='$prefix'
+  set_env_lines "$env_file" IMAGEBLOAT_TEST_PAIRS "export IMAGEBLOAT_TEST_PAIRS='$prefix'
 export IMAGEBLOAT_TEST_PAIRS_NAMES='${PAIRS[*]}'
-export IMAGEBLOAT_TEST_PAIRS_LAYOUT='$CACHE/oci'
-EOF
-  mv "$env_file.tmp" "$env_file"
+export IMAGEBLOAT_TEST_PAIRS_LAYOUT='$CACHE/oci'"
 }
 
 main "$@"

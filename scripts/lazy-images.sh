@@ -265,12 +265,7 @@ convert() {
 }
 
 build() {
-  mkdir -p "$CACHE_ROOT"
-  local stale
-  for stale in "$CACHE_ROOT"/.lazy-build.*; do
-    [ -d "$stale" ] && [ -n "$(find "$stale" -maxdepth 0 -mmin +60)" ] && rm -rf "$stale"
-  done
-  WORK="$(mktemp -d "$CACHE_ROOT/.lazy-build.XXXXXX")"
+  WORK="$(new_build_dir "$CACHE_ROOT" lazy)"
   local started=$SECONDS
 
   build_edge_source "$WORK/edge"
@@ -325,8 +320,7 @@ main() {
   lines="export IMAGEBLOAT_TEST_LAZY_LAYOUT='$LAYOUT'
 export IMAGEBLOAT_TEST_LAZY_TAGS='$(tags)'"
   if [ -n "$env_file" ] && [ -z "$STARTED_TESTENV" ]; then
-    { grep -v '^export IMAGEBLOAT_TEST_LAZY_' "$env_file" || true; echo "$lines"; } >"$env_file.tmp"
-    mv "$env_file.tmp" "$env_file"
+    set_env_lines "$env_file" IMAGEBLOAT_TEST_LAZY_ "$lines"
   fi
   echo "$lines"
 }

@@ -147,12 +147,7 @@ EOF
 }
 
 build() {
-  mkdir -p "$CACHE_ROOT"
-  local stale
-  for stale in "$CACHE_ROOT"/.producers-build.*; do
-    [ -d "$stale" ] && [ -n "$(find "$stale" -maxdepth 0 -mmin +60)" ] && rm -rf "$stale"
-  done
-  WORK="$(mktemp -d "$CACHE_ROOT/.producers-build.XXXXXX")"
+  WORK="$(new_build_dir "$CACHE_ROOT" producers)"
   local started=$SECONDS store="$WORK/storage"
   storage_flags "$store"
 
@@ -245,8 +240,7 @@ main() {
   local lines
   lines="export IMAGEBLOAT_TEST_PRODUCERS_DIR='$out'
 export IMAGEBLOAT_TEST_PRODUCERS_IMAGE='$IMAGEBLOAT_TEST_REGISTRY/producers/image:1'"
-  { grep -v '^export IMAGEBLOAT_TEST_PRODUCERS_' "$env_file" || true; echo "$lines"; } >"$env_file.tmp"
-  mv "$env_file.tmp" "$env_file"
+  set_env_lines "$env_file" IMAGEBLOAT_TEST_PRODUCERS_ "$lines"
   echo "$lines"
 }
 

@@ -69,24 +69,6 @@ LAYER2_CREATED_BY="/bin/sh -c rm -rf /var/cache/apt /usr/share/locale /usr/share
 # shellcheck source=scripts/lib/common.sh
 source "$SCRIPT_DIR/lib/common.sh"
 
-# True when something is mounted at or below $1.
-has_mounts_below() {
-  local dir
-  dir="$(realpath -m "$1")"
-  awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { found = 1 } END { exit !found }' /proc/mounts
-}
-
-# Removes a build directory, but never while anything is still mounted inside it.
-remove_build_dir() {
-  local dir="$1"
-  [ -d "$dir" ] || return 0
-  if has_mounts_below "$dir"; then
-    log "warning: mounts remain below $dir; leaving it in place"
-    return 0
-  fi
-  rm -rf "$dir"
-}
-
 ROOTFS_MOUNTS=()
 unmount_all() {
   local i
@@ -101,14 +83,6 @@ cleanup() {
   unmount_all
   [ -n "$WORK" ] && remove_build_dir "$WORK"
   return 0
-}
-
-chroot_run() {
-  local rootfs="$1"
-  shift
-  chroot "$rootfs" /usr/bin/env -i \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
 }
 
 # The apt part of layer 1, the real way: apt inside the chroot.
@@ -148,17 +122,7 @@ apt_fallback() {
 }
 
 build() {
-  mkdir -p "$CACHE_ROOT"
-  # Build directories left behind by killed builds (older than an hour, nothing mounted).
-  local stale
-  for stale in "$CACHE_ROOT"/.realistic-build.*; do
-    [ -d "$stale" ] || continue
-    if [ -n "$(find "$stale" -maxdepth 0 -mmin +60)" ]; then
-      remove_build_dir "$stale"
-    fi
-  done
-
-  WORK="$(mktemp -d "$CACHE_ROOT/.realistic-build.XXXXXX")"
+  WORK="$(new_build_dir "$CACHE_ROOT" realistic)"
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   local started=$SECONDS
@@ -274,14 +238,10 @@ main() {
   mv "$expected.tmp" "$expected"
 
   # Replace earlier IMAGEBLOAT_TEST_DEBIAN_* lines, keep the rest of the env file.
-  grep -v '^export IMAGEBLOAT_TEST_DEBIAN_' "$env_file" >"$env_file.tmp" || true
-  cat >>"$env_file.tmp" <<EOF
-export IMAGEBLOAT_TEST_DEBIAN_IMAGE='$ref'
+  set_env_lines "$env_file" IMAGEBLOAT_TEST_DEBIAN_ "export IMAGEBLOAT_TEST_DEBIAN_IMAGE='$ref'
 export IMAGEBLOAT_TEST_DEBIAN_IMAGE_V2S2='$ref_v2s2'
 export IMAGEBLOAT_TEST_DEBIAN_EXPECTED='$expected'
-export IMAGEBLOAT_TEST_DEBIAN_LAYOUT='$LAYOUT:$TAG'
-EOF
-  mv "$env_file.tmp" "$env_file"
+export IMAGEBLOAT_TEST_DEBIAN_LAYOUT='$LAYOUT:$TAG'"
   log "expected numbers: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(" ".join("%s=%s" % (k, d[k]) for k in ("pullBytes", "sizeBytes", "finalBytes", "wastedBytes", "efficiency")))' "$expected")"
 }
 

@@ -4,36 +4,14 @@
 //!
 //! The images come from scripts/lazy-images.sh (an OCI layout in the test cache).
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::{lazy_layout, read_json};
 use imagebloat::analysis::layer::{EntryRef, LayerIndex};
 use imagebloat::analysis::toc::{BlobRange, LazyLayer, TocProblem};
 use imagebloat::analysis::{LayerLimits, LayerMediaType, index_layer};
-use serde_json::Value;
-
-fn layout() -> PathBuf {
-    let dir = match std::env::var_os("IMAGEBLOAT_TEST_LAZY_LAYOUT") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .expect("HOME or XDG_CACHE_HOME");
-            cache.join("imagebloat-testenv/lazy-v2")
-        }
-    };
-    assert!(
-        dir.join("index.json").is_file(),
-        "no lazy-format images at {}: run scripts/lazy-images.sh (or set IMAGEBLOAT_TEST_LAZY_LAYOUT)",
-        dir.display()
-    );
-    dir
-}
-
-fn read_json(path: PathBuf) -> Value {
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap()
-}
 
 fn blob_path(layout: &std::path::Path, digest: &str) -> PathBuf {
     let (algorithm, hex) = digest.split_once(':').unwrap();
@@ -125,7 +103,7 @@ struct Layer {
 }
 
 fn layers(tag: &str) -> Vec<Layer> {
-    let layout = layout();
+    let layout = lazy_layout();
     let index = read_json(layout.join("index.json"));
     let desc = index["manifests"]
         .as_array()

@@ -11,40 +11,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
 
-fn layout() -> PathBuf {
-    let dir = match std::env::var_os("IMAGEBLOAT_TEST_LAZY_LAYOUT") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .expect("HOME or XDG_CACHE_HOME");
-            cache.join("imagebloat-testenv/lazy-v2")
-        }
-    };
-    assert!(
-        dir.join("index.json").is_file(),
-        "no lazy-format images at {}: run scripts/lazy-images.sh (or set IMAGEBLOAT_TEST_LAZY_LAYOUT)",
-        dir.display()
-    );
-    dir
-}
-
-fn read_json(path: PathBuf) -> Value {
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 /// The manifest of the layout image tagged `tag`.
 fn manifest(tag: &str) -> Value {
-    let layout = layout();
+    let layout = lazy_layout();
     let index = read_json(layout.join("index.json"));
     let desc = index["manifests"]
         .as_array()
@@ -59,7 +34,7 @@ fn manifest(tag: &str) -> Value {
 /// Pushes the layout image `tag` to `reference` as it is (no recompression: the digests, and
 /// with them the layers' annotations, are kept), with the real skopeo.
 fn push(tag: &str, reference: &str) {
-    let source = format!("oci:{}:{tag}", layout().display());
+    let source = format!("oci:{}:{tag}", lazy_layout().display());
     let out = Command::new("skopeo")
         .args(["copy", "--quiet", "--preserve-digests"])
         .args(["--dest-tls-verify=false", &source])
@@ -417,34 +392,6 @@ async fn a_toc_that_fails_the_manifests_digest_sends_the_layer_to_the_full_read(
     }
 }
 
-async fn arm(fault: Value) {
-    let proxy = env("IMAGEBLOAT_TEST_FAULT_PROXY");
-    let client = reqwest::Client::new();
-    client
-        .post(format!("http://{proxy}/_fault/reset"))
-        .send()
-        .await
-        .unwrap();
-    let r = client
-        .post(format!("http://{proxy}/_fault"))
-        .body(fault.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-}
-
-async fn proxy_log() -> Vec<Value> {
-    let proxy = env("IMAGEBLOAT_TEST_FAULT_PROXY");
-    let body = reqwest::get(format!("http://{proxy}/_fault/log"))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    serde_json::from_slice(&body).expect("fault proxy log is JSON")
-}
-
 /// A proxy in front of the registry drops the `Range` header of the first request for layer 0:
 /// the registry answers 200 with the whole blob, the client does not read that body and reads
 /// the layer in full instead, with a note; layer 1 still comes from its TOC.
@@ -458,7 +405,8 @@ async fn a_registry_that_ignores_range_gets_the_full_read() {
         .as_str()
         .unwrap()
         .to_string();
-    arm(json!({"mode": "no-range", "pathContains": format!("/blobs/{layer0}"), "count": 1})).await;
+    fault(json!({"mode": "no-range", "pathContains": format!("/blobs/{layer0}"), "count": 1}))
+        .await;
 
     let proxy = env("IMAGEBLOAT_TEST_FAULT_PROXY");
     let via_proxy = reference.replacen(&registry(), &proxy, 1);
@@ -471,7 +419,7 @@ async fn a_registry_that_ignores_range_gets_the_full_read() {
     .await
     .unwrap();
     assert_same_figures(tag, &lazy, &full, &["image"]);
-    let log = proxy_log().await;
+    let log = fault_log().await;
     assert!(
         log.iter()
             .any(|r| r["fault"] == "no-range" && r["status"] == 200),

@@ -428,36 +428,6 @@ async fn tls_registry_is_trusted_with_the_test_ca_only() {
     assert_eq!(code, 2, "an unknown CA is refused: {stderr}");
 }
 
-async fn fault(body: Value) {
-    let proxy = env("IMAGEBLOAT_TEST_FAULT_PROXY");
-    let client = reqwest::Client::new();
-    client
-        .post(format!("http://{proxy}/_fault/reset"))
-        .send()
-        .await
-        .unwrap();
-    if !body.is_null() {
-        let r = client
-            .post(format!("http://{proxy}/_fault"))
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
-}
-
-async fn fault_log() -> Vec<Value> {
-    let proxy = env("IMAGEBLOAT_TEST_FAULT_PROXY");
-    let body = reqwest::get(format!("http://{proxy}/_fault/log"))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    serde_json::from_slice(&body).expect("fault proxy log is JSON")
-}
-
 /// The fault proxy sits in front of the plain registry; tests that arm it run one at a time.
 static PROXY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

@@ -168,3 +168,57 @@ down_started() {
   done
   STARTED_ENVS=()
 }
+
+# ---- cached builds (scripts that build a real part once into ~/.cache/imagebloat-testenv) ----
+
+# True when something is mounted at or below $1.
+has_mounts_below() {
+  local dir
+  dir="$(realpath -m "$1")"
+  awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { found = 1 } END { exit !found }' /proc/mounts
+}
+
+# Removes a build directory, but never while anything is still mounted inside it.
+remove_build_dir() {
+  local dir="$1"
+  [ -d "$dir" ] || return 0
+  if has_mounts_below "$dir"; then
+    log "warning: mounts remain below $dir; leaving it in place"
+    return 0
+  fi
+  # vfs container storage holds read-only directories now and then.
+  chmod -R u+w "$dir" 2>/dev/null || true
+  rm -rf "$dir"
+}
+
+# new_build_dir ROOT NAME: removes ROOT/.NAME-build.* left by killed builds (older than an hour,
+# nothing mounted), then creates and prints a fresh ROOT/.NAME-build.XXXXXX. The build renames
+# its result into place at the end, so a killed build never leaves a half cache.
+new_build_dir() {
+  local root="$1" name="$2" stale
+  mkdir -p "$root"
+  for stale in "$root/.$name-build."*; do
+    [ -d "$stale" ] || continue
+    if [ -n "$(find "$stale" -maxdepth 0 -mmin +60)" ]; then
+      remove_build_dir "$stale"
+    fi
+  done
+  mktemp -d "$root/.$name-build.XXXXXX"
+}
+
+# Runs a command inside a root filesystem with a clean environment.
+chroot_run() {
+  local rootfs="$1"
+  shift
+  chroot "$rootfs" /usr/bin/env -i \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
+}
+
+# set_env_lines ENV_FILE PREFIX LINES: replaces the `export PREFIX…` lines of ENV_FILE (the test
+# env's file) with LINES, keeping the rest.
+set_env_lines() {
+  local env_file="$1" prefix="$2" lines="$3"
+  { grep -v "^export $prefix" "$env_file" || true; printf '%s\n' "$lines"; } >"$env_file.tmp"
+  mv "$env_file.tmp" "$env_file"
+}

@@ -118,3 +118,65 @@ pub fn u(v: &Value, key: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
+
+/// The OCI layout of scripts/lazy-images.sh (the realistic image and edge cases in eStargz and
+/// zstd:chunked, written by skopeo and ctr-remote): `IMAGEBLOAT_TEST_LAZY_LAYOUT` or the cache.
+pub fn lazy_layout() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let dir = match std::env::var_os("IMAGEBLOAT_TEST_LAZY_LAYOUT") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .expect("HOME or XDG_CACHE_HOME");
+            cache.join("imagebloat-testenv/lazy-v2")
+        }
+    };
+    assert!(
+        dir.join("index.json").is_file(),
+        "no lazy-format images at {}: run scripts/lazy-images.sh (or set IMAGEBLOAT_TEST_LAZY_LAYOUT)",
+        dir.display()
+    );
+    dir
+}
+
+/// A JSON file, which must exist and parse.
+pub fn read_json(path: impl AsRef<std::path::Path>) -> Value {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Resets the fault proxy (`IMAGEBLOAT_TEST_FAULT_PROXY`: faults and its request log), then
+/// arms `body` (scripts/fault_proxy.py documents the faults); a null body only resets.
+pub async fn fault(body: Value) {
+    let proxy = env("IMAGEBLOAT_TEST_FAULT_PROXY");
+    let client = reqwest::Client::new();
+    client
+        .post(format!("http://{proxy}/_fault/reset"))
+        .send()
+        .await
+        .unwrap();
+    if !body.is_null() {
+        let r = client
+            .post(format!("http://{proxy}/_fault"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+}
+
+/// The fault proxy's log of the requests since its last reset.
+pub async fn fault_log() -> Vec<Value> {
+    let proxy = env("IMAGEBLOAT_TEST_FAULT_PROXY");
+    let body = reqwest::get(format!("http://{proxy}/_fault/log"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).expect("fault proxy log is JSON")
+}
