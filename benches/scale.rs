@@ -1967,14 +1967,14 @@ impl Figures<'_> {
         let computations = sum(m, "imagebloat_fleet_computations_total").unwrap_or(0.0);
         let run_secs = since_t0(Instant::now());
         let max_computations = (run_secs / 50.0).ceil() + 1.0;
-        table.target(
+        // Writes happen only in computations (one per changed report), so the bound that can
+        // fail is the number of computations below; the writes are shown for scale.
+        table.info(
             "cluster report writes (metric)",
             format!(
                 "{} for {} images and {n_pods} Pods ({} fleet computations in {run_secs:.0} s)",
                 cluster_writes as u64, args.images, computations as u64
             ),
-            "<= images x computations",
-            cluster_writes <= args.images as f64 * computations,
         );
         table.target(
             "fleet computations (metric)",
